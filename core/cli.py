@@ -1,0 +1,269 @@
+"""The `framescope` command line, over the same library functions as the app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from core import __version__
+from core.config import ENVIRONMENT, PROFILES, Settings
+from core.errors import FramescopeError, MediaError
+from core.types import Hit, IndexReport
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="framescope",
+        description="Search, classify and understand images and video with vision-language models.",
+    )
+    parser.add_argument("--version", action="version", version=f"framescope {__version__}")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        help="model profile (default: FRAMESCOPE_PROFILE or 'default'); 'tiny' runs offline on random weights",
+    )
+    parser.add_argument("--home", type=Path, help="data directory (default: FRAMESCOPE_HOME)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", help="add image files or folders (recursively) to the library")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument(
+        "--collection",
+        default="default",
+        help="collection to add to (created if new; default: 'default')",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = sub.add_parser("search", help="search the library by text, by example image, or both")
+    p.add_argument(
+        "text",
+        nargs="?",
+        default="",
+        metavar="TEXT",
+        help='what to look for; +term adds, -term removes ("cat -dog +\\"red ball\\"")',
+    )
+    p.add_argument(
+        "--image",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="example image (repeatable)",
+    )
+    p.add_argument(
+        "--image-weight",
+        type=float,
+        default=0.5,
+        metavar="W",
+        help="share of the image part when text and image are both given (0..1, default 0.5)",
+    )
+    p.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
+    p.add_argument(
+        "--collection",
+        action="append",
+        metavar="NAME",
+        help="search only this collection (repeatable)",
+    )
+    p.add_argument("--all", action="store_true", help="also print hits below the relevance cutoff")
+    p.add_argument("--json", action="store_true", help="print hits as JSON")
+
+    p = sub.add_parser("status", help="show the library, the models and the settings")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    return parser
+
+
+class _ProgressLine:
+    """Progress on stderr: one rewritten line on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        now = time.monotonic()
+        final = message == "done"
+        if not final and now - self.last < (0.2 if self.tty else 5.0):
+            return
+        self.last = now
+        line = f"[{done}/{total}] {message}"
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(70) + ("\n" if final else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def _format_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _hit_json(hit: Hit) -> dict:
+    return {
+        "path": hit.path,
+        "name": hit.name,
+        "score": hit.score,
+        "collection": hit.collection,
+        "kind": hit.kind,
+        "timestamp": hit.timestamp,
+        "size_bytes": hit.size_bytes,
+        "width": hit.width,
+        "height": hit.height,
+        "id": hit.embedding_id,
+    }
+
+
+def cmd_index(args, settings: Settings) -> int:
+    from core.indexing import Indexer, index_report_lines
+    from core.models.clip import load_clip
+    from core.store import Library
+
+    library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
+    for path in args.paths:
+        if not path.expanduser().exists():
+            raise MediaError(path, "no such file or folder")
+    embedder = load_clip(settings)
+    indexer = Indexer(library, embedder, settings)
+    report: IndexReport | None = None
+    try:
+        report = indexer.index(args.paths, args.collection, progress=_ProgressLine())
+    except KeyboardInterrupt:
+        print(
+            "\nInterrupted: everything indexed so far is kept; run the same command to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(index_report_lines(report)))
+    return 0
+
+
+def cmd_search(args, settings: Settings) -> int:
+    from core.media import load_image
+    from core.models.clip import load_clip
+    from core.search import search
+    from core.store import Library
+
+    library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
+    images = [
+        load_image(
+            p.expanduser(), max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+        ).image
+        for p in args.image
+    ]
+    embedder = load_clip(settings)
+    result = search(
+        library,
+        embedder,
+        args.text,
+        images=images,
+        image_weight=args.image_weight,
+        k=args.k,
+        collections=args.collection,
+    )
+    hits = result.hits if args.all else result.shown
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "query": result.query,
+                    "cutoff": result.cutoff,
+                    "hidden": 0 if args.all else result.hidden_count,
+                    "hits": [_hit_json(h) for h in hits],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    for rank, hit in enumerate(hits, 1):
+        when = f"  @{hit.timestamp:.1f}s" if hit.timestamp is not None else ""
+        print(
+            f"{rank:3d}  {hit.score:.4f}  {hit.path}{when}  ({_format_size(hit.size_bytes)}, {hit.collection})"
+        )
+    if not args.all and result.hidden_count:
+        print(
+            f"({result.hidden_count} more below the relevance cutoff {result.cutoff:.3f}; --all shows them)"
+        )
+    return 0
+
+
+def cmd_status(args, settings: Settings) -> int:
+    from core.models.clip import resolve_device
+    from core.store import Library
+
+    library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
+    failed = library.failed_files()
+    data = {
+        "home": str(settings.home),
+        "profile": settings.profile,
+        "device": resolve_device(settings.device),
+        "mode": settings.mode,
+        "clip": {"model": settings.clip_model, "pretrained": settings.clip_pretrained}
+        if settings.profile == "default"
+        else {"model": "framescope-tiny-clip", "pretrained": "random weights (tiny profile)"},
+        "real_weights": settings.profile == "default",
+        "counts": library.counts(),
+        "embeddings_by_model": library.model_keys(),
+        "collections": [c.__dict__ for c in library.collections()],
+        "failed": [
+            {"path": f.path, "name": f.name, "collection": f.collection, "reason": f.error}
+            for f in failed
+        ],
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"Data directory: {data['home']}")
+    print(
+        f"Profile: {settings.profile} ({'real weights' if data['real_weights'] else 'RANDOM weights: results are meaningless'}), device {data['device']}, mode {settings.mode}"
+    )
+    print(f"CLIP: {data['clip']['model']} / {data['clip']['pretrained']}")
+    counts = data["counts"]
+    print(
+        f"Library: {counts['images']} images, {counts['videos']} videos, {counts['failed']} failed, in {counts['collections']} collections"
+    )
+    for c in library.collections():
+        print(
+            f"  {c.name}: {c.images} images, {c.videos} videos, {c.failed} failed, {_format_size(c.bytes)}"
+        )
+    if failed:
+        print("Failed files:")
+        for f in failed:
+            print(f"  {f.path}: {f.error}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(profile=args.profile, home=args.home)
+        handler = {"index": cmd_index, "search": cmd_search, "status": cmd_status}[args.command]
+        return handler(args, settings)
+    except FramescopeError as exc:
+        print(f"framescope: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def environment_table() -> str:
+    """The FRAMESCOPE_* settings as a Markdown table (kept in the README)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [
+        f"| `{name}` | `{default}` | {meaning} |"
+        for name, (default, meaning) in ENVIRONMENT.items()
+    ]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Settings from FRAMESCOPE_* environment variables, and the model profiles."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from core.errors import AccessDenied, ConfigError
+
+PROFILES = ("default", "tiny")
+MODES = ("local", "shared")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+# Every FRAMESCOPE_* variable: name -> (default shown to users, meaning). The README table and
+# `framescope status` are made from this, so a new setting is documented where it is defined.
+ENVIRONMENT: dict[str, tuple[str, str]] = {
+    "FRAMESCOPE_HOME": (
+        "~/.local/share/framescope",
+        "data directory: library database, index, thumbnails, uploads, tiny models",
+    ),
+    "FRAMESCOPE_PROFILE": (
+        "default",
+        "`default` (real weights from the hub) or `tiny` (random-weight tiny models built offline)",
+    ),
+    "FRAMESCOPE_DEVICE": (
+        "auto",
+        "`auto` (CUDA, then Apple MPS, else CPU), `cpu`, `cuda` or `mps`",
+    ),
+    "FRAMESCOPE_MODE": (
+        "local",
+        "`local` (one user on 127.0.0.1) or `shared` (behind an authenticating proxy)",
+    ),
+    "FRAMESCOPE_ROOTS": ("(none)", "folders that may be indexed in shared mode, separated by `:`"),
+    "FRAMESCOPE_CLIP_MODEL": ("ViT-B-32", "open_clip architecture name"),
+    "FRAMESCOPE_CLIP_PRETRAINED": (
+        "laion2b_s34b_b79k",
+        "open_clip pretrained tag, or the path of a local weights file",
+    ),
+    "FRAMESCOPE_BATCH_SIZE": ("16", "images per CLIP forward pass when indexing"),
+    "FRAMESCOPE_MAX_IMAGE_MB": ("50", "largest image file accepted, in MB"),
+    "FRAMESCOPE_MAX_IMAGE_PIXELS": (
+        "100000000",
+        "largest image accepted, in pixels (guards against decompression bombs)",
+    ),
+    "FRAMESCOPE_EXACT_SEARCH_LIMIT": (
+        "50000",
+        "vectors up to which search is exact; above it an IVF index is built and tuned",
+    ),
+}
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def _int_env(name: str, default: int, minimum: int = 1) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _choice_env(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (_env(name) or default).lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} must be one of: {', '.join(choices)}")
+    return value
+
+
+def default_home() -> Path:
+    base = _env("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "framescope"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, read once from the environment (`Settings.from_env()`)."""
+
+    home: Path = field(default_factory=default_home)
+    profile: str = "default"
+    device: str = "auto"
+    mode: str = "local"
+    roots: tuple[Path, ...] = ()
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str = "laion2b_s34b_b79k"
+    batch_size: int = 16
+    max_image_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = 100_000_000
+    exact_search_limit: int = 50_000
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        home = _env("FRAMESCOPE_HOME")
+        roots = tuple(
+            Path(p).expanduser().resolve()
+            for p in (_env("FRAMESCOPE_ROOTS") or "").split(os.pathsep)
+            if p.strip()
+        )
+        settings = cls(
+            home=Path(home).expanduser().resolve() if home else default_home(),
+            profile=_choice_env("FRAMESCOPE_PROFILE", "default", PROFILES),
+            device=_choice_env("FRAMESCOPE_DEVICE", "auto", DEVICES),
+            mode=_choice_env("FRAMESCOPE_MODE", "local", MODES),
+            roots=roots,
+            clip_model=_env("FRAMESCOPE_CLIP_MODEL") or "ViT-B-32",
+            clip_pretrained=_env("FRAMESCOPE_CLIP_PRETRAINED") or "laion2b_s34b_b79k",
+            batch_size=_int_env("FRAMESCOPE_BATCH_SIZE", 16),
+            max_image_bytes=_int_env("FRAMESCOPE_MAX_IMAGE_MB", 50) * 1024 * 1024,
+            max_image_pixels=_int_env("FRAMESCOPE_MAX_IMAGE_PIXELS", 100_000_000),
+            exact_search_limit=_int_env("FRAMESCOPE_EXACT_SEARCH_LIMIT", 50_000),
+        )
+        return settings.with_overrides(**overrides) if overrides else settings
+
+    def with_overrides(self, **overrides: object) -> Settings:
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        if "profile" in clean and clean["profile"] not in PROFILES:
+            raise ConfigError(f"profile {clean['profile']!r} must be one of: {', '.join(PROFILES)}")
+        if "home" in clean:
+            clean["home"] = Path(str(clean["home"])).expanduser().resolve()
+        return replace(self, **clean)
+
+    @property
+    def model_cache(self) -> Path:
+        """Where the tiny profile's offline models are built and kept."""
+        return self.home / "models"
+
+    def check_folder_allowed(self, folder: Path) -> None:
+        """In shared mode only folders under FRAMESCOPE_ROOTS may be indexed."""
+        if self.mode != "shared":
+            return
+        real = folder.expanduser().resolve()
+        if not any(real.is_relative_to(root) for root in self.roots):
+            allowed = ", ".join(str(r) for r in self.roots) or "none are configured"
+            raise AccessDenied(
+                f"{folder}: this shared deployment only indexes folders under "
+                f"FRAMESCOPE_ROOTS ({allowed})"
+            )

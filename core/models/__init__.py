@@ -1,0 +1,1 @@
+"""Loading and running models: CLIP embeddings, and the tiny offline builders used by `tiny`."""

@@ -1,0 +1,170 @@
+"""Searching the library by text, by example images, or both, with +term/-term query algebra."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from core.errors import QueryError
+from core.models.clip import ClipEmbedder
+from core.store import Library
+from core.types import SearchResult, Vector
+
+CUTOFF_FRACTION = 0.5  # hits closer to the scope's median score than to the best hit are hidden...
+CUTOFF_MAX_DROP = 0.05  # ...but only when they are also this far (cosine) below the best hit
+CUTOFF_MIN_SCOPE = 10  # with fewer items in scope every hit is shown
+SCOPE_SAMPLE = 2000  # items drawn to estimate the scope's median score
+
+_TOKEN = re.compile(r'([+-]?)(?:"([^"]*)"|(\S+))')
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """`red car +rain -night`: text "red car", plus ("rain",), minus ("night",)."""
+
+    text: str
+    plus: tuple[str, ...] = ()
+    minus: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.text or self.plus or self.minus)
+
+
+def parse_query(query: str) -> ParsedQuery:
+    """Split a query into its main text and +term/-term parts; quotes group words ("+traffic light")."""
+    text, plus, minus = [], [], []
+    for sign, quoted, word in _TOKEN.findall(query or ""):
+        term = (quoted if quoted else word).strip()
+        if not term or term in "+-":
+            continue
+        if sign == "+":
+            plus.append(term)
+        elif sign == "-":
+            minus.append(term)
+        else:
+            text.append(term)
+    return ParsedQuery(" ".join(text), tuple(plus), tuple(minus))
+
+
+def _unit(v: np.ndarray) -> Vector:
+    norm = float(np.linalg.norm(v))
+    if norm < 1e-8:
+        raise QueryError(
+            "the query cancels itself out (the -terms remove everything): change the terms"
+        )
+    return (v / norm).astype(np.float32)
+
+
+def query_vector(
+    embedder: ClipEmbedder,
+    text: str = "",
+    image_vectors: Sequence[np.ndarray] = (),
+    image_weight: float = 0.5,
+) -> Vector:
+    """One unit query vector from text (with +/- terms) and example image embeddings.
+
+    Text part: embed(text) + sum(embed(+terms)) - sum(embed(-terms)). Image part: the mean of the
+    example embeddings. Both given: (1 - image_weight) * text + image_weight * image. Each part is
+    normalized before mixing, so the weight means what it says.
+    """
+    if not 0.0 <= image_weight <= 1.0:
+        raise QueryError(f"image weight must be between 0 and 1, not {image_weight}")
+    parsed = parse_query(text)
+    has_text = bool(parsed.text or parsed.plus)
+    if not has_text and not len(image_vectors):
+        if parsed.minus:
+            raise QueryError(
+                "-terms only narrow a search: add words or an example image to search for"
+            )
+        raise QueryError("empty query: type what to look for, or give an example image")
+    parts = []
+    positive = [t for t in (parsed.text, *parsed.plus) if t]
+    minus = embedder.embed_texts(list(parsed.minus)).sum(axis=0) if parsed.minus else 0.0
+    if has_text:
+        parts.append(
+            (
+                1.0 - image_weight if len(image_vectors) else 1.0,
+                _unit(embedder.embed_texts(positive).sum(axis=0)),
+            )
+        )
+    if len(image_vectors):
+        parts.append(
+            (
+                image_weight if has_text else 1.0,
+                _unit(np.mean(np.asarray(image_vectors, np.float32), axis=0)),
+            )
+        )
+    combined = sum(w * v for w, v in parts)
+    return _unit(combined - minus)
+
+
+def relevance_cutoff(best: float, scope_scores: np.ndarray) -> float | None:
+    """Score below which hits are clearly unrelated, or None when too few items to judge.
+
+    A hit is hidden when its score is closer to the median score of the whole scope (what an
+    unrelated item typically scores) than to the best hit, and at least CUTOFF_MAX_DROP below the
+    best hit (so a scope full of good matches keeps them).
+    """
+    if len(scope_scores) < CUTOFF_MIN_SCOPE:
+        return None
+    median = float(np.median(scope_scores))
+    if best <= median:
+        return None
+    return min(median + CUTOFF_FRACTION * (best - median), best - CUTOFF_MAX_DROP)
+
+
+def search(
+    library: Library,
+    embedder: ClipEmbedder,
+    text: str = "",
+    *,
+    images: Sequence[Image.Image] = (),
+    like: Sequence[int] = (),
+    image_weight: float = 0.5,
+    k: int = 24,
+    collections: Sequence[str] | None = None,
+) -> SearchResult:
+    """Rank library items against a query made of text and/or example images.
+
+    Args:
+        text: words to search for, with optional +term / -term parts.
+        images: example images (e.g. uploads), embedded on the fly.
+        like: embedding ids of library items to use as examples ("more like this").
+        image_weight: share of the image part when text and images are both given (0..1).
+        k: number of hits.
+        collections: restrict to these collections (None: all).
+    """
+    if k < 1:
+        raise QueryError("k must be at least 1")
+    counts = library.counts(embedder.key)
+    if counts["embeddings"] == 0:
+        if counts["images"] + counts["videos"]:
+            raise QueryError(
+                f"nothing in the library is indexed with the current model ({embedder.key}): index your folders again"
+            )
+        raise QueryError("the library is empty: add images first")
+    if collections is not None and not collections:
+        raise QueryError("no collection selected: pick at least one")
+    examples = [embedder.embed_images(list(images))] if images else []
+    for eid in like:
+        model_key, vector = library.embedding_of(eid)
+        if model_key != embedder.key:
+            raise QueryError(f"item {eid} was embedded by another model ({model_key})")
+        examples.append(vector[None, :])
+    image_vectors = (
+        np.concatenate(examples) if examples else np.empty((0, embedder.dim), np.float32)
+    )
+    q = query_vector(embedder, text, image_vectors, image_weight)
+    scored = library.search_vectors(embedder.key, q, k, collections)
+    if not scored:
+        raise QueryError("nothing indexed in the selected collections")
+    hits = library.hits(scored)
+    scope_scores = library.sample_vectors(embedder.key, SCOPE_SAMPLE, collections) @ q
+    cutoff = relevance_cutoff(hits[0].score, scope_scores) if hits else None
+    label = text.strip() or ("example image" if len(image_vectors) else "")
+    return SearchResult(hits=tuple(hits), cutoff=cutoff, query=label)

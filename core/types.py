@@ -1,0 +1,105 @@
+"""Small frozen dataclasses passed between the library, the CLI and the app."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+Vectors = NDArray[np.float32]  # (n, dim), unit-norm rows
+Vector = NDArray[np.float32]  # (dim,), unit norm
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: a library item (an image, or a video frame) and its score."""
+
+    embedding_id: int
+    media_id: int
+    path: str
+    name: str
+    kind: str  # "image" or "video"
+    collection: str
+    score: float
+    size_bytes: int | None
+    width: int | None
+    height: int | None
+    thumbnail: str | None
+    timestamp: float | None = None  # seconds into the video, for video frames
+    frame_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Ranked hits; `shown` are those above the relevance cutoff, `hits` are all of them."""
+
+    hits: tuple[Hit, ...]
+    cutoff: float | None  # score below which hits are hidden; None when no cutoff applies
+    query: str
+
+    @property
+    def shown(self) -> tuple[Hit, ...]:
+        if self.cutoff is None:
+            return self.hits
+        return tuple(h for h in self.hits if h.score >= self.cutoff)
+
+    @property
+    def hidden_count(self) -> int:
+        return len(self.hits) - len(self.shown)
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    path: str
+    reason: str
+
+
+@dataclass
+class IndexReport:
+    """What one indexing run did, file by file counts."""
+
+    collection: str
+    added: int = 0  # embedded for the first time
+    updated: int = 0  # content changed, embedded again
+    unchanged: int = 0  # same size, mtime (or hash): skipped
+    renamed: int = 0  # moved or renamed: embedding kept
+    reused: int = 0  # a copy of a file already embedded: vector copied
+    removed: int = 0  # gone from disk: dropped from the library
+    ignored: int = 0  # not an image (other file types in the folder)
+    failed: list[FailedFile] = field(default_factory=list)
+    interrupted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    images: int
+    videos: int
+    failed: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class MediaRecord:
+    """A library row as stored (ok or failed)."""
+
+    id: int
+    collection: str
+    path: str
+    name: str
+    kind: str
+    status: str
+    error: str | None
+    sha256: str | None
+    size_bytes: int | None
+    width: int | None
+    height: int | None
+    thumbnail: str | None
