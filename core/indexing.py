@@ -118,11 +118,10 @@ class Indexer:
         folders: list[Path] = []
         report = IndexReport(collection=collection)
         for raw in paths:
-            path = Path(raw).expanduser()
-            if not path.exists():
-                raise MediaError(path, "no such file or folder")
-            path = path.resolve()
+            path = Path(raw).expanduser().resolve()
             self.settings.check_folder_allowed(path if path.is_dir() else path.parent)
+            if not path.exists():
+                raise MediaError(raw, "no such file or folder")
             if path.is_dir():
                 folders.append(path)
                 for f in scan_folder(path):

@@ -168,3 +168,51 @@ def search(
     cutoff = relevance_cutoff(hits[0].score, scope_scores) if hits else None
     label = text.strip() or ("example image" if len(image_vectors) else "")
     return SearchResult(hits=tuple(hits), cutoff=cutoff, query=label)
+
+
+EXPORT_FIELDS = (
+    "rank",
+    "score",
+    "name",
+    "path",
+    "collection",
+    "kind",
+    "timestamp",
+    "size_bytes",
+    "width",
+    "height",
+)
+
+
+def hits_to_rows(hits: Sequence) -> list[dict]:
+    return [
+        {"rank": rank, **{f: getattr(h, f) for f in EXPORT_FIELDS if f != "rank"}}
+        for rank, h in enumerate(hits, 1)
+    ]
+
+
+def hits_to_csv(hits: Sequence) -> str:
+    """Hits as CSV (one row per hit, ranked); cells that a spreadsheet would run as formulas are quoted."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)
+    writer.writeheader()
+    for row in hits_to_rows(hits):
+        writer.writerow(
+            {
+                k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@\t\r" else v)
+                for k, v in row.items()
+            }
+        )
+    return out.getvalue()
+
+
+def hits_to_json(result: SearchResult, *, include_hidden: bool = True) -> str:
+    import json
+
+    hits = result.hits if include_hidden else result.shown
+    return json.dumps(
+        {"query": result.query, "cutoff": result.cutoff, "hits": hits_to_rows(hits)}, indent=2
+    )

@@ -1,0 +1,164 @@
+"""Image search: add folders or uploads to the library, then search by text, example image, or both."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.errors import FramescopeError
+from core.media import load_image
+from core.search import hits_to_csv, hits_to_json, search
+from ui.components import ProgressBar, hit_grid, index_report, page_header, plain, show_error
+from ui.resources import get_embedder, get_indexer, get_library, get_settings
+
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
+
+st.set_page_config(
+    page_title="Image search · Framescope", page_icon=":material/image_search:", layout="wide"
+)
+settings = get_settings()
+page_header("Image search", settings)
+library = get_library()
+try:
+    embedder = get_embedder()
+except FramescopeError as exc:
+    show_error(exc)
+    st.stop()
+
+collection_names = [c.name for c in library.collections() if c.images]
+tab_search, tab_add = st.tabs(["Search", "Add images"])
+
+with tab_add:
+    collection = st.text_input(
+        "Collection",
+        value=collection_names[0] if collection_names else "default",
+        help="Images are grouped in named collections; a new name creates one.",
+    )
+    uploads = st.file_uploader(
+        "Upload images", type=IMAGE_TYPES, accept_multiple_files=True, key="uploads"
+    )
+    if st.button("Add uploaded images", disabled=not uploads, icon=":material/upload:"):
+        try:
+            st.session_state["index_report"] = get_indexer().index_uploads(
+                [(u.name, u.getvalue()) for u in uploads],
+                collection,
+                progress=ProgressBar("Adding uploads"),
+            )
+        except FramescopeError as exc:
+            show_error(exc)
+    st.divider()
+    if settings.mode == "shared":
+        roots = [str(r) for r in settings.roots]
+        if roots:
+            root = st.selectbox("Allowed folder", roots)
+            sub = st.text_input("Sub-folder (optional)", placeholder="holidays/2024")
+            folder = f"{root}/{sub.strip().lstrip('/')}" if sub.strip() else root
+        else:
+            st.info("Folder indexing is off: this shared deployment has no FRAMESCOPE_ROOTS.")
+            folder = ""
+    else:
+        folder = st.text_input(
+            "Folder on this computer (searched recursively)", placeholder="/home/me/Pictures"
+        )
+    if st.button("Index folder", disabled=not folder.strip(), icon=":material/folder_open:"):
+        try:
+            st.session_state["index_report"] = get_indexer().index(
+                [folder.strip()], collection, progress=ProgressBar("Indexing")
+            )
+        except FramescopeError as exc:
+            show_error(exc)
+    if report := st.session_state.get("index_report"):
+        index_report(report)
+    st.caption(
+        "Leaving the page stops indexing; everything added so far is kept, and indexing the same folder again resumes."
+    )
+
+with tab_search:
+    if not collection_names:
+        st.info("The library has no images yet: add some in the **Add images** tab.")
+    with st.form("image-search"):
+        text = st.text_input(
+            "Search for",
+            placeholder="a dog on a beach  +sunset  -people",
+            help='Words to look for. "+term" adds a concept, "-term" pushes one away; quotes group words: +"red car".',
+        )
+        example = st.file_uploader("…or by an example image", type=IMAGE_TYPES, key="example")
+        c1, c2, c3 = st.columns(3)
+        weight = c1.slider("Image weight, when text and image are both given", 0.0, 1.0, 0.5, 0.05)
+        k = c2.slider("Hits", 4, 100, 24, 4)
+        scope = c3.multiselect("Collections", collection_names, default=collection_names)
+        submitted = st.form_submit_button("Search", type="primary", icon=":material/search:")
+    show_all = st.toggle("Show hits below the relevance cutoff", key="show_all")
+
+    query = None
+    if submitted:
+        query = {
+            "text": text,
+            "example": example,
+            "like": [],
+            "weight": weight,
+            "k": k,
+            "scope": scope,
+        }
+    elif (like := st.session_state.pop("like", None)) is not None:
+        query = {
+            "text": "",
+            "example": None,
+            "like": [like],
+            "weight": weight,
+            "k": k,
+            "scope": scope,
+        }
+    if query is not None:
+        try:
+            images = []
+            if query["example"] is not None:
+                loaded = load_image(
+                    query["example"].getvalue(),
+                    name=query["example"].name,
+                    max_bytes=settings.max_image_bytes,
+                    max_pixels=settings.max_image_pixels,
+                )
+                images.append(loaded.image)
+            st.session_state["search_result"] = search(
+                library,
+                embedder,
+                query["text"],
+                images=images,
+                like=query["like"],
+                image_weight=query["weight"],
+                k=query["k"],
+                collections=None
+                if set(query["scope"]) == set(collection_names) and query["scope"]
+                else query["scope"],
+            )
+        except FramescopeError as exc:
+            st.session_state.pop("search_result", None)
+            show_error(exc)
+
+    if result := st.session_state.get("search_result"):
+        hits = result.hits if show_all else result.shown
+        note = (
+            f" · {result.hidden_count} below the relevance cutoff hidden"
+            if result.hidden_count and not show_all
+            else ""
+        )
+        st.caption(f"{len(hits)} hits for “{plain(result.query)}”{note}")
+        d1, d2, _ = st.columns([1, 1, 4])
+        d1.download_button(
+            "Export CSV",
+            hits_to_csv(hits),
+            "framescope-hits.csv",
+            "text/csv",
+            icon=":material/download:",
+        )
+        d2.download_button(
+            "Export JSON",
+            hits_to_json(result, include_hidden=show_all),
+            "framescope-hits.json",
+            "application/json",
+            icon=":material/download:",
+        )
+        clicked = hit_grid(hits, key="image-search")
+        if clicked is not None:
+            st.session_state["like"] = clicked
+            st.rerun()

@@ -1,0 +1,191 @@
+"""The app's pages driven by Streamlit's AppTest: home and image search, with a real library."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from core.config import Settings
+from core.indexing import Indexer
+from core.models.clip import load_clip
+from core.store import Library
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ROOT.parent / "shared" / "media" / "images"
+TIMEOUT = 180
+
+
+def _run(script: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / script), default_timeout=TIMEOUT).run()
+
+
+@pytest.fixture
+def app_home(tmp_path, monkeypatch):
+    """A fresh data directory with the tiny profile; cached resources cleared so the app sees it."""
+    if not IMAGES.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"shared media missing at {IMAGES}")
+        pytest.skip(f"shared media missing at {IMAGES}")
+    home = tmp_path / "home"
+    monkeypatch.setenv("FRAMESCOPE_HOME", str(home))
+    monkeypatch.setenv("FRAMESCOPE_PROFILE", "tiny")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    st.cache_resource.clear()
+    yield home
+    st.cache_resource.clear()
+
+
+def _index(home: Path, folder: Path, collection: str = "photos"):
+    settings = Settings.from_env(home=home, profile="tiny")
+    return Indexer(Library(home), load_clip(settings), settings).index([folder], collection)
+
+
+def _folder_with_bad_files(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("apple.jpg", "orange.jpg", "baboon.jpg", "dashcam_solidWhiteRight.jpg"):
+        (folder / name).write_bytes((IMAGES / name).read_bytes())
+    (folder / "notes.jpg").write_text("not an image")
+    (folder / "empty.png").write_bytes(b"")
+    return folder
+
+
+def _texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += (
+        [e.value for e in at.error]
+        + [w.value for w in at.warning]
+        + [i.value for i in at.info]
+        + [s.value for s in at.success]
+    )
+    return "\n".join(str(p) for p in parts).replace("\\", "")  # drop Markdown escapes
+
+
+def test_home_empty_library(app_home):
+    at = _run("app.py")
+    assert not at.exception
+    assert at.title[0].value == "Framescope"
+    assert "random weights" in at.warning[0].value
+    assert "library is empty" in _texts(at)
+    assert [m.value for m in at.metric] == ["0", "0", "0", "0"]
+
+
+def test_home_shows_collections_models_and_failed_files(app_home, tmp_path):
+    _index(app_home, _folder_with_bad_files(tmp_path))
+    at = _run("app.py")
+    assert not at.exception
+    assert [m.value for m in at.metric] == ["1", "4", "0", "2"]
+    frames = [d.value for d in at.dataframe]
+    collections = next(f for f in frames if "collection" in f.columns and "images" in f.columns)
+    assert collections.iloc[0]["collection"] == "photos" and collections.iloc[0]["images"] == 4
+    failed = next(f for f in frames if "reason" in f.columns)
+    reasons = dict(zip(failed["file"], failed["reason"], strict=True))
+    assert "empty file" in reasons["empty.png"]
+    assert "not a readable image" in reasons["notes.jpg"]
+    models = next(f for f in frames if "weights" in f.columns)
+    assert models.iloc[0]["weights"] == "random (tiny profile)"
+    assert str(app_home) in _texts(at)
+
+
+def test_home_without_weights_shows_ways_out(app_home, monkeypatch):
+    monkeypatch.setenv("FRAMESCOPE_PROFILE", "default")
+    monkeypatch.setenv("FRAMESCOPE_CLIP_PRETRAINED", str(app_home / "missing-weights.pt"))
+    at = _run("app.py")
+    assert not at.exception
+    message = at.error[0].value
+    assert "does not exist" in message and "tiny" in message and "connect" in message
+
+
+def test_search_page_text_query_and_more_like_this(app_home):
+    _index(app_home, IMAGES)
+    at = _run("pages/1_Image_Search.py")
+    assert not at.exception
+    search_box = next(t for t in at.text_input if t.label == "Search for")
+    search_box.input("a red apple")
+    next(b for b in at.button if b.label == "Search").click().run()
+    assert not at.exception and not at.error
+    assert any("hits for “a red apple”" in c.value for c in at.caption)
+    like_buttons = [b for b in at.button if b.label == "More like this"]
+    assert len(like_buttons) >= 4
+    like_buttons[3].click().run()
+    assert not at.exception
+    assert any("hits for “example image”" in c.value for c in at.caption)
+    first_hit = next(m.value for m in at.markdown if m.value.startswith("**"))
+    assert first_hit.startswith("**1.000**")
+
+
+def test_search_page_empty_query_and_empty_library(app_home):
+    at = _run("pages/1_Image_Search.py")
+    assert "no images yet" in _texts(at)
+    next(b for b in at.button if b.label == "Search").click().run()
+    assert not at.exception
+    assert "library is empty" in at.error[0].value
+
+    _index(app_home, IMAGES)
+    at = _run("pages/1_Image_Search.py")
+    next(b for b in at.button if b.label == "Search").click().run()
+    assert "empty query" in at.error[0].value
+
+
+def test_search_page_uploads_good_and_bad_files(app_home):
+    at = _run("pages/1_Image_Search.py")
+    uploader = next(u for u in at.get("file_uploader") if u.proto.label == "Upload images")
+    uploader.set_value(
+        [
+            ("apple.jpg", (IMAGES / "apple.jpg").read_bytes(), "image/jpeg"),
+            ("fish.jpg", (IMAGES / "HappyFish.jpg").read_bytes(), "image/jpeg"),
+            ("fake.jpg", b"this is text", "image/jpeg"),
+        ]
+    )
+    at.run()
+    next(b for b in at.button if b.label == "Add uploaded images").click().run()
+    assert not at.exception
+    assert any("2 added" in w.value and "1 failed" in w.value for w in at.warning)
+    failed = next(d.value for d in at.dataframe if "reason" in d.value.columns)
+    assert list(failed["file"]) == ["fake.jpg"]
+    assert "not a readable image" in failed["reason"].iloc[0]
+    library = Library(app_home)
+    assert library.counts()["images"] == 2
+    stored = {r.name for r in library.media(status="ok")}
+    assert stored == {"apple.jpg", "fish.jpg"}
+
+
+def test_search_page_example_image_query(app_home):
+    _index(app_home, IMAGES)
+    at = _run("pages/1_Image_Search.py")
+    example = next(u for u in at.get("file_uploader") if u.proto.label == "…or by an example image")
+    example.set_value(
+        ("query.jpg", (IMAGES / "butterfly.jpg").read_bytes(), "image/jpeg")
+    )  # in a form: sent on submit
+    next(b for b in at.button if b.label == "Search").click().run()
+    assert not at.exception and not at.error
+    first_hit = next(m.value for m in at.markdown if m.value.startswith("**"))
+    assert "butterfly" in first_hit and first_hit.startswith("**1.000**")
+
+
+def test_search_page_folder_errors(app_home, tmp_path, monkeypatch):
+    at = _run("pages/1_Image_Search.py")
+    folder_box = next(t for t in at.text_input if t.label.startswith("Folder on this computer"))
+    folder_box.input(str(tmp_path / "no-such-folder")).run()
+    next(b for b in at.button if b.label == "Index folder").click().run()
+    assert not at.exception
+    assert "no such file or folder" in at.error[0].value
+
+
+def test_search_page_shared_mode_refuses_other_folders(app_home, tmp_path, monkeypatch):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    monkeypatch.setenv("FRAMESCOPE_MODE", "shared")
+    monkeypatch.setenv("FRAMESCOPE_ROOTS", str(allowed))
+    st.cache_resource.clear()
+    at = _run("pages/1_Image_Search.py")
+    assert not any(t.label.startswith("Folder on this computer") for t in at.text_input)
+    sub = next(t for t in at.text_input if t.label.startswith("Sub-folder"))
+    sub.input("../../etc").run()
+    next(b for b in at.button if b.label == "Index folder").click().run()
+    assert not at.exception
+    assert "only indexes folders under FRAMESCOPE_ROOTS" in at.error[0].value.replace("\\", "")

@@ -1,0 +1,127 @@
+"""The real app in a real browser: Streamlit on 127.0.0.1 with the tiny profile, driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDIA = ROOT.parent / "shared" / "media"
+CHROMIUM = "/usr/bin/chromium"
+
+pytestmark = pytest.mark.browser
+
+
+def _require(condition: bool, reason: str) -> None:
+    if condition:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (browser tests must run in CI)")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    _require(Path(CHROMIUM).exists(), f"{CHROMIUM} is not installed (apt-get install chromium)")
+    _require(MEDIA.is_dir(), f"shared media not found at {MEDIA}")
+    home = tmp_path_factory.mktemp("browser-home")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "FRAMESCOPE_HOME": str(home),
+        "FRAMESCOPE_PROFILE": "tiny",
+        "HF_HUB_OFFLINE": "1",
+    }
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
+    log_path = home / "streamlit.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_healthy(url, proc, log_path)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail("streamlit did not start: " + log_path.read_text()[-2000:])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield b
+        b.close()
+
+
+def test_upload_two_images_and_search(app_url, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(120_000)
+    page.goto(f"{app_url}/Image_Search")
+    page.get_by_role("tab", name="Add images").click()
+    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Upload images")
+    uploader.locator("input[type=file]").set_input_files(
+        [str(MEDIA / "images" / "apple.jpg"), str(MEDIA / "images" / "dashcam_solidWhiteRight.jpg")]
+    )
+    add = page.get_by_role("button", name="Add uploaded images")
+    expect(add).to_be_enabled()
+    add.click()
+    page.get_by_text(re.compile(r"2 added")).wait_for()
+
+    page.get_by_role("tab", name="Search").click()
+    page.get_by_role("textbox", name="Search for").fill("a red apple")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.get_by_text(re.compile(r"\d+ hits for .a red apple")).wait_for()
+    grid_images = page.get_by_test_id("stImage").locator("img")
+    grid_images.first.wait_for()
+    assert grid_images.count() == 2
+    names = page.get_by_test_id("stMarkdownContainer").filter(
+        has_text=re.compile(r"apple\.jpg|dashcam_solidWhiteRight\.jpg")
+    )
+    assert names.count() >= 2
+    shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
+    page.screenshot(path=str(shots / "image-search.png"), full_page=True)
+    page.close()

@@ -1,0 +1,31 @@
+"""Every st.cache_resource of the app: settings, the library and models, shared by all sessions."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.config import Settings
+from core.indexing import Indexer
+from core.models.clip import ClipEmbedder, load_clip
+from core.store import Library
+
+
+@st.cache_resource(show_spinner=False)
+def get_settings() -> Settings:
+    return Settings.from_env()
+
+
+@st.cache_resource(show_spinner=False)
+def get_library() -> Library:
+    settings = get_settings()
+    return Library(settings.home, exact_search_limit=settings.exact_search_limit)
+
+
+@st.cache_resource(show_spinner="Loading the CLIP model (first use downloads its weights)…")
+def get_embedder() -> ClipEmbedder:
+    """Raises ModelUnavailable; a failure is not cached, so the next run tries again."""
+    return load_clip(get_settings())
+
+
+def get_indexer() -> Indexer:
+    return Indexer(get_library(), get_embedder(), get_settings())
