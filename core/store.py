@@ -629,11 +629,31 @@ class Library:
         self, model_key: str, n: int, collections: Sequence[str] | None = None, seed: int = 0
     ) -> Vectors:
         """Up to n stored vectors drawn at random from the scope (to estimate a score distribution)."""
-        ids = self.embedding_ids(model_key, collections)
-        if len(ids) > n:
-            ids = np.random.default_rng(seed).choice(ids, size=n, replace=False)
-        _, vectors = self.vectors(model_key, ids.tolist())
-        return vectors
+        rng = np.random.default_rng(seed)
+        if collections is not None:
+            ids = self.embedding_ids(model_key, collections)
+            if len(ids) > n:
+                ids = rng.choice(ids, size=n, replace=False)
+            return self.vectors(model_key, ids.tolist())[1]
+        # The whole library: draw from the id range (ids are dense but for deletions), not a full scan.
+        lo, hi, count = (
+            self._conn()
+            .execute(
+                "SELECT MIN(id), MAX(id), COUNT(*) FROM embeddings WHERE model_key = ?",
+                (model_key,),
+            )
+            .fetchone()
+        )
+        if not count:
+            return np.empty((0, 0), np.float32)
+        if count <= n:
+            return self.vectors(model_key)[1]
+        span = hi - lo + 1
+        draw = min(span, int(n * span / count * 1.2) + 16)
+        ids, vectors = self.vectors(
+            model_key, (rng.choice(span, size=draw, replace=False) + lo).tolist()
+        )
+        return vectors[:n]
 
     def hits(self, scored: Sequence[tuple[int, float]]) -> list[Hit]:
         """Hits for (embedding id, score) pairs, in the same order; ids no longer stored are dropped."""
