@@ -1,0 +1,303 @@
+"""Shared fixtures for the core library tests: real media, a session tiny CLIP, tmp libraries.
+
+Everything runs offline: the `tiny` profile builds a random-weight tiny CLIP without any download.
+Helpers that build bad files live here too, so the media, store and CLI tests use the same ones.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sqlite3
+import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.config import Settings
+from core.indexing import Indexer
+from core.models.clip import ClipEmbedder, load_clip
+from core.store import Library
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+# -- real media ----------------------------------------------------------------------------
+
+
+def require_media(sub: str = "images") -> Path:
+    """The shared media folder: skipped when absent, but a failure on CI (CI=true)."""
+    folder = MEDIA / sub
+    if not folder.is_dir() or not any(folder.iterdir()):
+        message = (
+            f"shared media not found at {folder} (expected ../shared/media next to the repository; "
+            "tests that need real photos and videos cannot run without it)"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def media_root() -> Path:
+    require_media("images")
+    return MEDIA
+
+
+@pytest.fixture(scope="session")
+def shared_images(media_root: Path) -> list[Path]:
+    """The real photos (JPEG and PNG), sorted by name."""
+    images = sorted(
+        p for p in (media_root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    assert len(images) >= 20, f"expected the shared photo set, found {len(images)} images"
+    return images
+
+
+def small_images(images: Sequence[Path], n: int, max_bytes: int = 200_000) -> list[Path]:
+    """The first n shared images smaller than max_bytes (keeps copies and limits predictable)."""
+    picked = [p for p in images if p.stat().st_size < max_bytes][:n]
+    assert len(picked) == n
+    return picked
+
+
+def copy_images(images: Sequence[Path], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for src in images:
+        dst = folder / src.name
+        shutil.copyfile(src, dst)
+        out.append(dst)
+    return out
+
+
+# -- the tiny model and libraries ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def models_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="session")
+def embedder(models_home: Path) -> ClipEmbedder:
+    """One tiny CLIP for the whole session (random weights, seeded: the same in every process)."""
+    return load_clip(Settings(home=models_home, profile="tiny", device="cpu"))
+
+
+def tiny_settings(home: Path, **overrides) -> Settings:
+    return Settings(home=home, profile="tiny", device="cpu", batch_size=4, **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return tiny_settings(tmp_path / "home")
+
+
+@pytest.fixture
+def library(settings: Settings):
+    lib = Library(settings.home, exact_search_limit=settings.exact_search_limit)
+    yield lib
+    lib.close()
+
+
+@pytest.fixture
+def indexer(library: Library, embedder: ClipEmbedder, settings: Settings) -> Indexer:
+    return Indexer(library, embedder, settings)
+
+
+@pytest.fixture
+def photos(tmp_path: Path, shared_images: list[Path]) -> Path:
+    """A folder with copies of 6 small real photos (safe to modify)."""
+    folder = tmp_path / "photos"
+    copy_images(small_images(shared_images, 6), folder)
+    return folder
+
+
+@pytest.fixture
+def count_embeds(monkeypatch, embedder: ClipEmbedder) -> Callable[[], int]:
+    """Counts images passed through the embedder's forward pass from now on."""
+    seen = [0]
+    real = embedder.embed_tensors
+
+    def counting(batch):
+        seen[0] += int(batch.shape[0])
+        return real(batch)
+
+    monkeypatch.setattr(embedder, "embed_tensors", counting)
+    return lambda: seen[0]
+
+
+# -- reading the database as a user (or another process) would --------------------------------
+
+
+def db_query(db_path: Path, sql: str, *args) -> list[tuple]:
+    """Rows from a separate read-only connection: what is committed, whoever wrote it."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def embedding_ids_by_path(db_path: Path, model_key: str) -> dict[str, int]:
+    rows = db_query(
+        db_path,
+        "SELECT m.path, e.id FROM embeddings e JOIN media m ON m.id = e.media_id "
+        "WHERE e.model_key = ? AND e.frame_id IS NULL",
+        model_key,
+    )
+    return dict(rows)
+
+
+def vectors_by_path(db_path: Path, model_key: str) -> dict[str, np.ndarray]:
+    rows = db_query(
+        db_path,
+        "SELECT m.path, e.vector FROM embeddings e JOIN media m ON m.id = e.media_id "
+        "WHERE e.model_key = ? AND e.frame_id IS NULL",
+        model_key,
+    )
+    return {p: np.frombuffer(v, dtype=np.float32) for p, v in rows}
+
+
+def row_counts(db_path: Path) -> dict[str, int]:
+    return {
+        table: db_query(db_path, f"SELECT COUNT(*) FROM {table}")[0][0]
+        for table in ("collections", "media", "embeddings")
+    }
+
+
+def brute_force(library: Library, model_key: str, query: np.ndarray, k: int) -> list[int]:
+    """Ids of the top-k stored vectors by exact inner product (ties broken by id)."""
+    ids, vectors = library.vectors(model_key)
+    scores = vectors @ query
+    order = np.lexsort((ids, -scores))[:k]
+    return [int(ids[i]) for i in order]
+
+
+# -- bad and unusual files -----------------------------------------------------------------------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
+
+
+def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A tiny PNG whose header declares width x height 8-bit grey pixels (a decompression bomb)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (width + 1) * 4)  # a few rows of data; the rest "to come"
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", rows)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def truncated_jpeg(src: Path) -> bytes:
+    data = src.read_bytes()
+    return data[: len(data) // 2]
+
+
+def encode(image: Image.Image, fmt: str, **params) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **params)
+    return out.getvalue()
+
+
+def ico_bytes() -> bytes:
+    return encode(Image.new("RGB", (32, 32), (200, 30, 30)), "ICO")
+
+
+def ppm_bytes() -> bytes:
+    return encode(Image.new("RGB", (32, 32), (30, 200, 30)), "PPM")
+
+
+# What each bad file is called in a test folder, its content, and the reason a user must see.
+BAD_FILES: dict[str, tuple[Callable[[Path], bytes], str]] = {
+    "notes-not-an-image.jpg": (
+        lambda _: b"shopping list: milk, eggs\n" * 20,
+        "not a readable image",
+    ),
+    "empty.jpg": (lambda _: b"", "empty file"),
+    "truncated.jpg": (truncated_jpeg, "truncated or corrupt"),
+    "bomb.png": (lambda _: bomb_png(), "decompression bomb"),
+    "phone.heic": (
+        lambda _: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64,
+        "unsupported image format HEIC",
+    ),
+    "icon-renamed.jpg": (lambda _: ico_bytes(), "unsupported image format ICO"),
+    "pixmap-renamed.jpg": (lambda _: ppm_bytes(), "unsupported image format PPM"),
+}
+
+
+def write_bad_files(folder: Path, jpeg_source: Path) -> dict[str, str]:
+    """Write BAD_FILES (plus a dangling symlink) into folder; returns file name -> expected reason."""
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    for name, (make, reason) in BAD_FILES.items():
+        (folder / name).write_bytes(make(jpeg_source))
+        expected[name] = reason
+    (folder / "dangling.jpg").symlink_to(folder / "no-such-target.jpg")
+    expected["dangling.jpg"] = "cannot read the file"
+    return expected
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def framescope_exe() -> str:
+    exe = Path(sys.executable).parent / "framescope"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("framescope")
+    assert found, "the framescope console script is not installed (pip install -e .)"
+    return found
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("FRAMESCOPE_") and k not in ("PYTHONWARNINGS",)
+    }
+    env.update(
+        FRAMESCOPE_HOME=str(home),
+        FRAMESCOPE_PROFILE="tiny",
+        FRAMESCOPE_DEVICE="cpu",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    args: Sequence[str], home: Path, *, timeout: float = 300, **extra_env: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [framescope_exe(), *map(str, args)],
+        env=cli_env(home, **extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=home.parent,
+    )
