@@ -10,8 +10,8 @@ from pathlib import Path
 
 from core import __version__
 from core.config import ENVIRONMENT, PROFILES, Settings
-from core.errors import FramescopeError, MediaError
-from core.types import Hit, IndexReport
+from core.errors import ConfigError, FramescopeError, MediaError
+from core.types import Hit, IndexReport, Sampling, format_timestamp
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -28,8 +28,31 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", type=Path, help="data directory (default: FRAMESCOPE_HOME)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("index", help="add image files or folders (recursively) to the library")
+    p = sub.add_parser(
+        "index", help="add image and video files or folders (recursively) to the library"
+    )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument(
+        "--every",
+        type=float,
+        metavar="SECONDS",
+        help="videos: seconds between sampled frames (default: FRAMESCOPE_FRAME_EVERY or 1)",
+    )
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        metavar="N",
+        help="videos: at most N frames each (default: FRAMESCOPE_MAX_FRAMES or 7200)",
+    )
+    p.add_argument(
+        "--scenes", action="store_true", help="videos: one frame per shot instead of by time"
+    )
+    p.add_argument(
+        "--dedup",
+        type=float,
+        metavar="COS",
+        help="videos: drop frames this similar to the last kept one (default 0.95; 1 keeps all)",
+    )
     p.add_argument(
         "--collection",
         default="default",
@@ -67,6 +90,12 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="search only this collection (repeatable)",
     )
+    p.add_argument(
+        "--videos-only",
+        action="store_true",
+        help="search video frames only (prints video and timestamp)",
+    )
+    p.add_argument("--images-only", action="store_true", help="search images only")
     p.add_argument("--all", action="store_true", help="also print hits below the relevance cutoff")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
 
@@ -88,7 +117,7 @@ class _ProgressLine:
         if not final and now - self.last < (0.2 if self.tty else 5.0):
             return
         self.last = now
-        line = f"[{done}/{total}] {message}"
+        line = f"[{int(done)}/{total}] {message}"
         if self.tty:
             sys.stderr.write("\r" + line.ljust(70) + ("\n" if final else ""))
         else:
@@ -130,11 +159,26 @@ def cmd_index(args, settings: Settings) -> int:
     for path in args.paths:
         if not path.expanduser().exists():
             raise MediaError(path, "no such file or folder")
+    base = settings.sampling
+    if args.every is not None and args.every <= 0:
+        raise ConfigError("--every must be a positive number of seconds")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError("--max-frames must be at least 1")
+    if args.dedup is not None and not 0 <= args.dedup <= 1:
+        raise ConfigError("--dedup must be between 0 and 1")
+    sampling = Sampling(
+        every=args.every or base.every,
+        max_frames=args.max_frames or base.max_frames,
+        scenes=args.scenes,
+        dedup=base.dedup if args.dedup is None else args.dedup,
+    )
     embedder = load_clip(settings)
     indexer = Indexer(library, embedder, settings)
     report: IndexReport | None = None
     try:
-        report = indexer.index(args.paths, args.collection, progress=_ProgressLine())
+        report = indexer.index(
+            args.paths, args.collection, sampling=sampling, progress=_ProgressLine()
+        )
     except KeyboardInterrupt:
         print(
             "\nInterrupted: everything indexed so far is kept; run the same command to resume.",
@@ -161,6 +205,9 @@ def cmd_search(args, settings: Settings) -> int:
         ).image
         for p in args.image
     ]
+    if args.videos_only and args.images_only:
+        raise ConfigError("--videos-only and --images-only exclude each other")
+    kinds = ("video",) if args.videos_only else ("image",) if args.images_only else None
     embedder = load_clip(settings)
     result = search(
         library,
@@ -170,6 +217,7 @@ def cmd_search(args, settings: Settings) -> int:
         image_weight=args.image_weight,
         k=args.k,
         collections=args.collection,
+        kinds=kinds,
     )
     hits = result.hits if args.all else result.shown
     if args.json:
@@ -186,7 +234,7 @@ def cmd_search(args, settings: Settings) -> int:
         )
         return 0
     for rank, hit in enumerate(hits, 1):
-        when = f"  @{hit.timestamp:.1f}s" if hit.timestamp is not None else ""
+        when = f"  at {format_timestamp(hit.timestamp)}" if hit.timestamp is not None else ""
         print(
             f"{rank:3d}  {hit.score:.4f}  {hit.path}{when}  ({_format_size(hit.size_bytes)}, {hit.collection})"
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.errors import AccessDenied, ConfigError
+from core.types import Sampling
 
 PROFILES = ("default", "tiny")
 MODES = ("local", "shared")
@@ -43,6 +44,21 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "100000000",
         "largest image accepted, in pixels (guards against decompression bombs)",
     ),
+    "FRAMESCOPE_FRAME_EVERY": ("1.0", "seconds between sampled video frames"),
+    "FRAMESCOPE_MAX_FRAMES": (
+        "7200",
+        "most frames sampled from one video (longer videos get an evenly wider interval)",
+    ),
+    "FRAMESCOPE_DEDUP": (
+        "0.95",
+        "a video frame whose CLIP cosine to the last kept frame is at least this is dropped (1 keeps all)",
+    ),
+    "FRAMESCOPE_MAX_VIDEO_MINUTES": ("240", "longest video accepted, in minutes"),
+    "FRAMESCOPE_MAX_VIDEO_PIXELS": (
+        "8294400",
+        "largest video frame accepted, in pixels (3840x2160)",
+    ),
+    "FRAMESCOPE_MAX_VIDEO_MB": ("20480", "largest video file accepted, in MB"),
     "FRAMESCOPE_EXACT_SEARCH_LIMIT": (
         "50000",
         "vectors up to which search is exact; above it an IVF index is built and tuned",
@@ -65,6 +81,19 @@ def _int_env(name: str, default: int, minimum: int = 1) -> int:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float_env(name: str, default: float, minimum: float, maximum: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={value:g} must be between {minimum:g} and {maximum:g}")
     return value
 
 
@@ -95,6 +124,12 @@ class Settings:
     max_image_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 100_000_000
     exact_search_limit: int = 50_000
+    frame_every: float = 1.0
+    max_frames: int = 7200
+    dedup_threshold: float = 0.95
+    max_video_seconds: float = 240 * 60
+    max_video_pixels: int = 3840 * 2160
+    max_video_bytes: int = 20480 * 1024 * 1024
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -116,6 +151,12 @@ class Settings:
             max_image_bytes=_int_env("FRAMESCOPE_MAX_IMAGE_MB", 50) * 1024 * 1024,
             max_image_pixels=_int_env("FRAMESCOPE_MAX_IMAGE_PIXELS", 100_000_000),
             exact_search_limit=_int_env("FRAMESCOPE_EXACT_SEARCH_LIMIT", 50_000),
+            frame_every=_float_env("FRAMESCOPE_FRAME_EVERY", 1.0, 0.05, 3600),
+            max_frames=_int_env("FRAMESCOPE_MAX_FRAMES", 7200),
+            dedup_threshold=_float_env("FRAMESCOPE_DEDUP", 0.95, 0.0, 1.0),
+            max_video_seconds=_int_env("FRAMESCOPE_MAX_VIDEO_MINUTES", 240) * 60.0,
+            max_video_pixels=_int_env("FRAMESCOPE_MAX_VIDEO_PIXELS", 3840 * 2160),
+            max_video_bytes=_int_env("FRAMESCOPE_MAX_VIDEO_MB", 20480) * 1024 * 1024,
         )
         return settings.with_overrides(**overrides) if overrides else settings
 
@@ -126,6 +167,13 @@ class Settings:
         if "home" in clean:
             clean["home"] = Path(str(clean["home"])).expanduser().resolve()
         return replace(self, **clean)
+
+    @property
+    def sampling(self) -> Sampling:
+        """The default video sampling."""
+        return Sampling(
+            every=self.frame_every, max_frames=self.max_frames, dedup=self.dedup_threshold
+        )
 
     @property
     def model_cache(self) -> Path:

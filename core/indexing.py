@@ -1,20 +1,24 @@
-"""Adding images to the library: scan, plan (skip, rename, reuse, embed), embed in batches, write.
+"""Adding images and videos to the library: scan, plan (skip, rename, reuse, embed), embed, write.
 
-The pipeline overlaps work: loader threads read, check, decode and preprocess the next images while
-the model embeds the current batch. Each batch is written in one transaction, so a run stopped at
-any point (Ctrl-C, a closed browser tab, kill -9) resumes where it stopped.
+The pipeline overlaps work: loader threads read, check, decode and preprocess the next images (or
+the next video frames) while the model embeds the current batch. Each batch is written in one
+transaction, so a run stopped at any point (Ctrl-C, a closed browser tab, kill -9) resumes where it
+stopped; a video stopped half-way keeps its frames and continues from the last one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import queue
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
@@ -22,34 +26,45 @@ import numpy as np
 import torch
 
 from core.config import Settings
-from core.errors import MediaError
+from core.errors import AccessDenied, MediaError
 from core.media import (
     IMAGE_EXTENSIONS,
     SUPPORTED_LIST,
     THUMBNAIL_SIZE,
     UNSUPPORTED_IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    FrameSampler,
+    VideoLimits,
     file_sha256,
     load_image,
     make_thumbnail,
+    probe_video,
     write_atomic,
 )
 from core.models.clip import ClipEmbedder
-from core.store import Library, NewImage
-from core.types import FailedFile, IndexReport
+from core.store import Library, NewFrame, NewImage, StoredFile
+from core.types import FailedFile, IndexReport, Sampling
 
 # Names that operating systems and tools leave in photo folders.
 SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})
 SYSTEM_FOLDERS = frozenset(
     {"__macosx", "@eadir", "$recycle.bin", "system volume information", "lost+found"}
 )
+INDEXABLE = IMAGE_EXTENSIONS | UNSUPPORTED_IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
-Progress = Callable[[int, int, str], None]  # (done, total, message)
+Progress = Callable[
+    [float, int, str], None
+]  # (files done, possibly fractional; files in all; message)
 
 
 @dataclass(frozen=True)
 class Candidate:
     path: Path
     name: str  # display name: the file name, or an upload's original name
+
+    @property
+    def is_video(self) -> bool:
+        return self.path.suffix.lower() in VIDEO_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,7 @@ class _Planned:
     mtime: float
     sha256: str
     replaces: int | None
+    resume: int | None = None  # a partly indexed video: its media id
 
 
 def scan_folder(folder: Path) -> Iterator[Path]:
@@ -106,13 +122,15 @@ class Indexer:
         paths: Sequence[Path | str],
         collection: str = "default",
         *,
+        sampling: Sampling | None = None,
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> IndexReport:
-        """Index files and folders (recursively) into a collection; returns what was done.
+        """Index image and video files and folders (recursively) into a collection.
 
         Raises MediaError for a missing path and AccessDenied for a folder outside the allowed
         roots, before anything is written. Bad files do not raise: they are recorded as failed.
+        `sampling` says how frames are taken from videos (default: the settings').
         """
         candidates: list[Candidate] = []
         folders: list[Path] = []
@@ -125,22 +143,20 @@ class Indexer:
             if path.is_dir():
                 folders.append(path)
                 for f in scan_folder(path):
-                    if (
-                        f.suffix.lower() in IMAGE_EXTENSIONS
-                        or f.suffix.lower() in UNSUPPORTED_IMAGE_EXTENSIONS
-                    ):
+                    if f.suffix.lower() in INDEXABLE:
                         candidates.append(Candidate(f, f.name))
                     else:
                         report.ignored += 1
             else:
                 candidates.append(Candidate(path, path.name))
-        return self._run(candidates, folders, report, progress, should_stop)
+        return self._run(candidates, folders, report, sampling, progress, should_stop)
 
     def index_uploads(
         self,
         uploads: Sequence[tuple[str, bytes]],
         collection: str = "uploads",
         *,
+        sampling: Sampling | None = None,
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> IndexReport:
@@ -153,32 +169,39 @@ class Indexer:
             if not target.exists():
                 write_atomic(target, data)
             candidates.append(Candidate(target, safe))
-        return self._run(candidates, [], IndexReport(collection=collection), progress, should_stop)
+        report = IndexReport(collection=collection)
+        return self._run(candidates, [], report, sampling, progress, should_stop)
 
-    # -- the pipeline ----------------------------------------------------------------------
+    # -- planning --------------------------------------------------------------------------
 
     def _run(
         self,
         candidates: list[Candidate],
         folders: list[Path],
         report: IndexReport,
+        sampling: Sampling | None,
         progress: Progress | None,
         should_stop: Callable[[], bool] | None,
     ) -> IndexReport:
-        library, key = self.library, self.embedder.key
+        library = self.library
+        sampling = sampling or self.settings.sampling
         collection_id = library.collection_id(report.collection)
         stop = should_stop or (lambda: False)
         seen = {str(c.path) for c in candidates}
         stored = library.stored_files(collection_id)
+        # Files indexed only with another model are not done for this one: embed them again.
+        embedded = library.embedded_media(collection_id, self.embedder.key)
+        stored = {
+            p: f if f.status != "ok" or f.id in embedded else replace(f, sha256=None, mtime=None)
+            for p, f in stored.items()
+        }
         total = len(candidates)
-        done = 0
+        done = 0.0
 
-        def tick(message: str) -> None:
+        def tick(message: str, at: float | None = None) -> None:
             if progress is not None:
-                progress(done, total, message)
+                progress(done if at is None else at, total, message)
 
-        # Plan: skip what is unchanged, follow renames, copy embeddings of duplicates.
-        to_embed: list[_Planned] = []
         to_check = []
         for cand in candidates:
             try:
@@ -194,33 +217,36 @@ class Indexer:
                 )
                 done += 1
                 continue
+            if self.settings.mode == "shared" and cand.path.is_symlink():
+                try:  # a link found in an allowed folder may point anywhere
+                    self.settings.check_folder_allowed(cand.path.resolve().parent)
+                except AccessDenied:
+                    reason = "links to a file outside FRAMESCOPE_ROOTS: not indexed in shared mode"
+                    self._fail(collection_id, cand, reason, None, None, report)
+                    done += 1
+                    continue
             old = stored.get(str(cand.path))
-            if old is not None and old.size == st.st_size and old.mtime == st.st_mtime:
+            if self._unchanged(old, st, cand, sampling):
                 report.unchanged += 1
                 done += 1
                 continue
             if cand.path.suffix.lower() in UNSUPPORTED_IMAGE_EXTENSIONS:
                 fmt = cand.path.suffix.lstrip(".").upper()
-                self._fail(
-                    collection_id,
-                    cand,
-                    f"unsupported image format {fmt}; supported: {SUPPORTED_LIST}",
-                    st.st_size,
-                    st.st_mtime,
-                    report,
-                )
+                reason = f"unsupported image format {fmt}; supported: {SUPPORTED_LIST}"
+                self._fail(collection_id, cand, reason, st.st_size, st.st_mtime, report)
                 done += 1
                 continue
             to_check.append((cand, st, old))
         tick("checking files")
 
         def hash_one(item):
-            cand = item[0]
             try:
-                return item, file_sha256(cand.path), None
+                return item, file_sha256(item[0].path), None
             except OSError as exc:
                 return item, None, f"cannot read the file ({exc.strerror or exc})"
 
+        images: list[_Planned] = []
+        videos: list[_Planned] = []
         for (cand, st, old), sha, error in _prefetch(hash_one, to_check, workers=2, window=16):
             if stop():
                 report.interrupted = True
@@ -231,34 +257,84 @@ class Indexer:
                 self._fail(collection_id, cand, error, st.st_size, st.st_mtime, report)
                 done += 1
                 continue
-            if old is not None and old.sha256 == sha and old.status == "ok":
+            same_video_settings = not cand.is_video or (
+                old is not None and old.sampling == sampling.key()
+            )
+            if old is not None and old.sha256 == sha and old.status == "ok" and same_video_settings:
                 library.touch(old.id, st.st_size, st.st_mtime)  # same content, new timestamp
                 report.unchanged += 1
                 done += 1
                 continue
-            moved_from = (
-                next(
+            moved_from = None
+            if old is None:
+                moved_from = next(
                     (
                         s
                         for s in library.same_content(collection_id, sha)
-                        if s.path not in seen and not Path(s.path).exists()
+                        if s.path not in seen
+                        and not Path(s.path).exists()
+                        and (not cand.is_video or s.sampling == sampling.key())
                     ),
                     None,
                 )
-                if old is None
-                else None
-            )
             if moved_from is not None:
                 library.rename(moved_from.id, str(cand.path), cand.name, st.st_mtime)
                 report.renamed += 1
                 done += 1
                 continue
-            to_embed.append(
-                _Planned(cand, st.st_size, st.st_mtime, sha, old.id if old is not None else None)
+            resume = None
+            if (
+                old is not None
+                and old.status == "partial"
+                and old.sha256 == sha
+                and old.sampling == sampling.key()
+            ):
+                resume = old.id
+            plan = _Planned(
+                cand, st.st_size, st.st_mtime, sha, old.id if old is not None else None, resume
             )
-        tick("embedding")
+            (videos if cand.is_video else images).append(plan)
 
-        # Embed: loader threads prepare images while the model runs on the previous batch.
+        done = self._embed_images(images, collection_id, report, done, tick, stop)
+        for plan in videos:
+            if report.interrupted:
+                break
+            self._embed_video(plan, collection_id, sampling, report, done, tick, stop)
+            done += 1
+        if not report.interrupted:
+            # Files gone from the folders indexed (renames were followed above) leave the library.
+            gone = []
+            for folder in folders:
+                under = library.stored_files(collection_id, under=str(folder))
+                gone += [f.id for p, f in under.items() if p not in seen]
+            report.removed = library.remove_media(gone)
+        library.save_index(self.embedder.key, self.embedder.dim)
+        tick("done")
+        return report
+
+    def _unchanged(
+        self, old: StoredFile | None, st: os.stat_result, cand: Candidate, sampling: Sampling
+    ) -> bool:
+        if old is None or old.size != st.st_size or old.mtime != st.st_mtime:
+            return False
+        if not cand.is_video:
+            return True
+        # A video counts as done only when fully indexed with the same sampling settings.
+        return old.status == "failed" or (old.status == "ok" and old.sampling == sampling.key())
+
+    # -- images ----------------------------------------------------------------------------
+
+    def _embed_images(
+        self,
+        plans: list[_Planned],
+        collection_id: int,
+        report: IndexReport,
+        done: float,
+        tick,
+        stop,
+    ) -> float:
+        """Loader threads prepare images while the model runs on the previous batch."""
+        library, key = self.library, self.embedder.key
         batch_size = self.settings.batch_size
         min_side = max(THUMBNAIL_SIZE, 224)
         started = time.monotonic()
@@ -319,11 +395,11 @@ class Indexer:
             done += len(batch)
             embedded += len(fresh)
             rate = embedded / max(time.monotonic() - started, 1e-6)
-            left = (total - done) / rate if rate > 0 else 0
-            tick(f"{rate:.1f} images/s, about {left:.0f} s left")
+            left = (len(plans) - embedded) / rate if rate > 0 else 0
+            tick(f"{rate:.1f} images/s, about {left:.0f} s left", done)
             batch.clear()
 
-        for plan, prep, error in _prefetch(prepare, to_embed, workers=2, window=2 * batch_size):
+        for plan, prep, error in _prefetch(prepare, plans, workers=2, window=2 * batch_size):
             if stop():
                 report.interrupted = True
                 break
@@ -336,20 +412,161 @@ class Indexer:
                 flush()
         if not report.interrupted:
             flush()
-            # Files gone from the folders indexed (renames were followed above) leave the library.
-            gone = []
-            for folder in folders:
-                gone += [
-                    f.id
-                    for p, f in library.stored_files(collection_id, under=str(folder)).items()
-                    if p not in seen
-                ]
-            report.removed = library.remove_media(gone)
+        return done
+
+    # -- videos ----------------------------------------------------------------------------
+
+    def _embed_video(
+        self,
+        plan: _Planned,
+        collection_id: int,
+        sampling: Sampling,
+        report: IndexReport,
+        done: float,
+        tick,
+        stop,
+    ) -> None:
+        """Sample, embed, de-duplicate and store a video's frames, batch by batch."""
+
+        library, embedder, settings = self.library, self.embedder, self.settings
+        cand = plan.candidate
+        limits = VideoLimits(
+            max_duration_s=settings.max_video_seconds,
+            max_pixels=settings.max_video_pixels,
+            max_bytes=settings.max_video_bytes,
+        )
+        try:
+            info = probe_video(cand.path, limits)
+        except MediaError as exc:
+            self._fail(collection_id, cand, exc.reason, plan.size, plan.mtime, report, kind="video")
+            return
+        if plan.resume is not None:
+            media_id = plan.resume
+            resume_after, last_kept = library.video_resume_point(media_id, embedder.key)
         else:
+            media_id = library.begin_video(
+                collection_id,
+                path=str(cand.path),
+                name=cand.name,
+                sha256=plan.sha256,
+                size=plan.size,
+                mtime=plan.mtime,
+                width=info.width,
+                height=info.height,
+                duration=info.duration,
+                fps=info.fps,
+                sampling=sampling.key(),
+                replaces=plan.replaces,
+            )
+            resume_after, last_kept = None, None
+        sampler = FrameSampler(
+            info, every=sampling.every, max_frames=sampling.max_frames, scenes=sampling.scenes
+        )
+        frames_stored = library.frame_count(media_id)
+        started = time.monotonic()
+        stop_event = threading.Event()
+        ready: queue.Queue = queue.Queue(maxsize=2 * settings.batch_size)
+        end = object()
+
+        def produce() -> None:
+            # Decoding, thumbnails and preprocessing run here while the model embeds in the caller.
+            try:
+                for frame in sampler:
+                    if stop_event.is_set():
+                        return
+                    if resume_after is not None and frame.timestamp <= resume_after + 1e-6:
+                        continue
+                    ready.put(
+                        (
+                            frame.timestamp,
+                            embedder.preprocess(frame.image),
+                            make_thumbnail(frame.image),
+                        )
+                    )
+            except BaseException as exc:  # handed to the caller, which reports it
+                ready.put(exc)
+            finally:
+                ready.put(end)
+
+        producer = threading.Thread(target=produce, name="framescope-decode", daemon=True)
+        producer.start()
+        batch: list[tuple[float, torch.Tensor, bytes]] = []
+        seen_frames = 0
+        error: BaseException | None = None
+
+        def flush() -> None:
+            nonlocal last_kept, frames_stored
+            if not batch:
+                return
+            vectors = embedder.embed_tensors(torch.stack([t for _, t, _ in batch]))
+            kept = []
+            for (timestamp, _, thumb), vector in zip(batch, vectors, strict=True):
+                if last_kept is not None and float(vector @ last_kept) >= sampling.dedup:
+                    report.duplicates += 1
+                    continue
+                kept.append(NewFrame(timestamp=timestamp, thumbnail=thumb, vector=vector))
+                last_kept = vector
+            library.add_frames(media_id, plan.sha256, embedder.key, kept)
+            frames_stored += len(kept)
+            report.frames += len(kept)
             batch.clear()
-        library.save_index(key, self.embedder.dim)
-        tick("done")
-        return report
+
+        try:
+            while True:
+                item = ready.get()
+                if item is end:
+                    break
+                if isinstance(item, BaseException):
+                    error = item
+                    continue
+                if stop():
+                    report.interrupted = True
+                    break
+                batch.append(item)
+                seen_frames += 1
+                if len(batch) >= settings.batch_size:
+                    flush()
+                    rate = seen_frames / max(time.monotonic() - started, 1e-6)
+                    left = max(sampler.planned - seen_frames, 0) / rate
+                    tick(
+                        f"{cand.name}: {seen_frames}/{sampler.planned} frames, {rate:.1f} frames/s, about {left:.0f} s left",
+                        done + min(seen_frames / max(sampler.planned, 1), 0.99),
+                    )
+        finally:
+            stop_event.set()
+            while producer.is_alive():  # unblock a producer waiting on a full queue
+                with contextlib.suppress(queue.Empty):
+                    ready.get(timeout=0.1)
+            producer.join()
+        if report.interrupted:
+            return
+        flush()
+        if error is not None and not isinstance(error, MediaError):
+            raise error
+        note = sampler.truncated or (error.reason if isinstance(error, MediaError) else None)
+        if frames_stored == 0:
+            library.remove_media([media_id])
+            self._fail(
+                collection_id,
+                cand,
+                note or "no frame could be decoded",
+                plan.size,
+                plan.mtime,
+                report,
+                kind="video",
+            )
+            return
+        if note:
+            note = f"kept {frames_stored} frames; {note}"
+            report.warnings.append(FailedFile(self._label(cand), note))
+        library.finish_video(media_id, note)
+        if plan.resume is not None or plan.replaces is None:
+            report.added += 1
+        else:
+            report.updated += 1
+
+    def _label(self, cand: Candidate) -> str:
+        return str(cand.path) if cand.name == cand.path.name else cand.name
 
     def _fail(
         self,
@@ -359,15 +576,17 @@ class Indexer:
         size: int | None,
         mtime: float | None,
         report: IndexReport,
+        kind: str | None = None,
     ) -> None:
-        self.library.record_failure(collection_id, str(cand.path), cand.name, reason, size, mtime)
-        report.failed.append(
-            FailedFile(str(cand.path) if cand.name == cand.path.name else cand.name, reason)
+        kind = kind or ("video" if cand.is_video else "image")
+        self.library.record_failure(
+            collection_id, str(cand.path), cand.name, reason, size, mtime, kind=kind
         )
+        report.failed.append(FailedFile(self._label(cand), reason))
 
 
 def index_report_lines(report: IndexReport) -> list[str]:
-    """A human summary of a run, one line per fact, failures with their reasons."""
+    """A human summary of a run, one line per fact, failures and warnings with their reasons."""
     parts = [
         f"{n} {label}"
         for n, label in (
@@ -379,6 +598,8 @@ def index_report_lines(report: IndexReport) -> list[str]:
             (report.removed, "removed"),
             (len(report.failed), "failed"),
             (report.ignored, "other files ignored"),
+            (report.frames, "video frames stored"),
+            (report.duplicates, "near-duplicate frames dropped"),
         )
         if n
     ]
@@ -388,4 +609,5 @@ def index_report_lines(report: IndexReport) -> list[str]:
     if report.interrupted:
         lines.append("Stopped before the end: run it again to resume.")
     lines += [f"  failed: {f.path}: {f.reason}" for f in report.failed]
+    lines += [f"  warning: {f.path}: {f.reason}" for f in report.warnings]
     return lines

@@ -10,6 +10,7 @@ Layout of `FRAMESCOPE_HOME`:
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -28,8 +29,9 @@ from core.vector_index import VectorIndex
 SCHEMA_VERSION = 1
 # Each migration brings the schema from version i to i+1, and says why it exists.
 MIGRATIONS: list[str] = [
-    # v1: the first schema. Media rows are unique per (collection, path); an embedding row per
-    # (model, media); AUTOINCREMENT so a deleted embedding's id is never reused, which keeps any
+    # v1: the first schema. Media rows are unique per (collection, path): an image, or a video with
+    # its sampled frames (status 'partial' while a video is being indexed, so a stopped run resumes).
+    # An embedding row per (model, image) or (model, frame); AUTOINCREMENT so a deleted embedding's id is never reused, which keeps any
     # stale FAISS index from mapping an old id to a new vector. The generation counter moves on
     # every embedding change so that processes notice when their in-memory index is out of step.
     """
@@ -51,20 +53,32 @@ MIGRATIONS: list[str] = [
         height INTEGER,
         duration REAL,
         fps REAL,
-        status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+        status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'partial')),
         error TEXT,
+        note TEXT,
+        sampling TEXT,
         thumb TEXT,
         added REAL NOT NULL,
         UNIQUE(collection_id, path)
     );
     CREATE INDEX media_sha256 ON media(sha256);
+    CREATE TABLE frames(
+        id INTEGER PRIMARY KEY,
+        media_id INTEGER NOT NULL REFERENCES media(id) ON DELETE CASCADE,
+        timestamp REAL NOT NULL,
+        thumb TEXT NOT NULL,
+        UNIQUE(media_id, timestamp)
+    );
     CREATE TABLE embeddings(
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         model_key TEXT NOT NULL,
         media_id INTEGER NOT NULL REFERENCES media(id) ON DELETE CASCADE,
-        vector BLOB NOT NULL,
-        UNIQUE(model_key, media_id)
+        frame_id INTEGER REFERENCES frames(id) ON DELETE CASCADE,
+        vector BLOB NOT NULL
     );
+    CREATE UNIQUE INDEX embeddings_of_images ON embeddings(model_key, media_id) WHERE frame_id IS NULL;
+    CREATE UNIQUE INDEX embeddings_of_frames ON embeddings(model_key, frame_id) WHERE frame_id IS NOT NULL;
+    CREATE INDEX embeddings_by_media ON embeddings(media_id);
     CREATE TABLE index_generation(
         model_key TEXT PRIMARY KEY,
         generation INTEGER NOT NULL
@@ -107,6 +121,16 @@ class StoredFile:
     size: int | None
     mtime: float | None
     status: str
+    sampling: str | None = None  # videos: the sampling settings their frames were taken with
+
+
+@dataclass(frozen=True)
+class NewFrame:
+    """A sampled video frame ready to be written."""
+
+    timestamp: float
+    thumbnail: bytes
+    vector: np.ndarray  # (dim,) unit vector
 
 
 def _safe_name(model_key: str) -> str:
@@ -221,7 +245,7 @@ class Library:
                 """
             SELECT c.name,
                    SUM(m.kind = 'image' AND m.status = 'ok') AS images,
-                   SUM(m.kind = 'video' AND m.status = 'ok') AS videos,
+                   SUM(m.kind = 'video' AND m.status != 'failed') AS videos,
                    SUM(m.status = 'failed') AS failed,
                    SUM(CASE WHEN m.status = 'ok' THEN m.size ELSE 0 END) AS bytes
             FROM collections c LEFT JOIN media m ON m.collection_id = c.id
@@ -244,7 +268,7 @@ class Library:
     ) -> dict[str, StoredFile]:
         """Catalog rows of a collection by path: all, those in `paths`, or those under a folder."""
         conn = self._conn()
-        query = "SELECT id, path, sha256, size, mtime, status FROM media WHERE collection_id = ?"
+        query = "SELECT id, path, sha256, size, mtime, status, sampling FROM media WHERE collection_id = ?"
         args: list = [collection_id]
         if under is not None:
             prefix = under.rstrip("/") + "/"
@@ -253,7 +277,7 @@ class Library:
         rows = conn.execute(query, args).fetchall()
         found = {
             r["path"]: StoredFile(
-                r["id"], r["path"], r["sha256"], r["size"], r["mtime"], r["status"]
+                r["id"], r["path"], r["sha256"], r["size"], r["mtime"], r["status"], r["sampling"]
             )
             for r in rows
         }
@@ -261,6 +285,19 @@ class Library:
             wanted = set(paths)
             found = {p: f for p, f in found.items() if p in wanted}
         return found
+
+    def embedded_media(self, collection_id: int, model_key: str) -> set[int]:
+        """Ids of a collection's media rows that have an embedding for the model."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT m.id FROM media m WHERE m.collection_id = ? AND EXISTS "
+                "(SELECT 1 FROM embeddings e WHERE e.media_id = m.id AND e.model_key = ?)",
+                (collection_id, model_key),
+            )
+            .fetchall()
+        )
+        return {r[0] for r in rows}
 
     def embedded_copy(self, sha256: str, model_key: str) -> int | None:
         """The id of any media row with this content that already has an embedding for the model."""
@@ -319,6 +356,9 @@ class Library:
             width=r["width"],
             height=r["height"],
             thumbnail=self._thumb_path(r["thumb"]),
+            duration=r["duration"],
+            fps=r["fps"],
+            note=r["note"],
         )
 
     def failed_files(self, collection: str | None = None) -> list[MediaRecord]:
@@ -332,7 +372,7 @@ class Library:
                 "SELECT COUNT(*) FROM media WHERE kind='image' AND status='ok'"
             ).fetchone()[0],
             "videos": conn.execute(
-                "SELECT COUNT(*) FROM media WHERE kind='video' AND status='ok'"
+                "SELECT COUNT(*) FROM media WHERE kind='video' AND status!='failed'"
             ).fetchone()[0],
             "failed": conn.execute("SELECT COUNT(*) FROM media WHERE status='failed'").fetchone()[
                 0
@@ -425,6 +465,7 @@ class Library:
         reason: str,
         size: int | None,
         mtime: float | None,
+        kind: str = "image",
     ) -> None:
         """Remember a file that could not be indexed, and why; an older good row of the path is replaced."""
         with self._transaction() as conn:
@@ -433,8 +474,8 @@ class Library:
             )
             conn.execute(
                 "INSERT INTO media(collection_id, path, name, kind, size, mtime, status, error, added) "
-                "VALUES (?, ?, ?, 'image', ?, ?, 'failed', ?, ?)",
-                (collection_id, path, name, size, mtime, reason, time.time()),
+                "VALUES (?, ?, ?, ?, ?, ?, 'failed', ?, ?)",
+                (collection_id, path, name, kind, size, mtime, reason, time.time()),
             )
 
     def touch(self, media_id: int, size: int, mtime: float) -> None:
@@ -452,30 +493,143 @@ class Library:
             )
 
     def remove_media(self, media_ids: Sequence[int]) -> int:
-        """Drop rows (their embeddings go with them) and thumbnails no longer used."""
-        if not media_ids:
-            return 0
+        """Drop rows (their frames and embeddings go with them) and thumbnails no longer used."""
+        removed, shas = 0, set()
         with self._transaction() as conn:
-            shas = [
-                r[0]
-                for r in conn.execute(
-                    f"SELECT DISTINCT sha256 FROM media WHERE id IN ({','.join('?' * len(media_ids))})",
-                    list(media_ids),
-                ).fetchall()
-                if r[0]
-            ]
-            removed = conn.execute(
-                f"DELETE FROM media WHERE id IN ({','.join('?' * len(media_ids))})", list(media_ids)
-            ).rowcount
+            for start in range(0, len(media_ids), 900):
+                chunk = list(media_ids[start : start + 900])
+                marks = ",".join("?" * len(chunk))
+                shas |= {
+                    r[0]
+                    for r in conn.execute(f"SELECT sha256 FROM media WHERE id IN ({marks})", chunk)
+                    if r[0]
+                }
+                removed += conn.execute(f"DELETE FROM media WHERE id IN ({marks})", chunk).rowcount
             orphaned = [
-                s
-                for s in shas
-                if conn.execute("SELECT 1 FROM media WHERE sha256 = ? LIMIT 1", (s,)).fetchone()
+                sha
+                for sha in shas
+                if conn.execute("SELECT 1 FROM media WHERE sha256 = ? LIMIT 1", (sha,)).fetchone()
                 is None
             ]
         for sha in orphaned:
             (self.thumbs_dir / self._thumb_rel(sha)).unlink(missing_ok=True)
+            shutil.rmtree(self.thumbs_dir / self._frames_rel(sha), ignore_errors=True)
         return removed
+
+    # -- videos ----------------------------------------------------------------------------
+
+    def _frames_rel(self, sha256: str) -> str:
+        return f"{sha256[:2]}/{sha256}-frames"
+
+    def begin_video(
+        self,
+        collection_id: int,
+        *,
+        path: str,
+        name: str,
+        sha256: str,
+        size: int,
+        mtime: float,
+        width: int,
+        height: int,
+        duration: float,
+        fps: float,
+        sampling: str,
+        replaces: int | None = None,
+    ) -> int:
+        """A video row in state 'partial': its frames are added batch by batch, then finish_video."""
+        with self._transaction() as conn:
+            if replaces is not None:
+                conn.execute("DELETE FROM media WHERE id = ?", (replaces,))
+            conn.execute(
+                "DELETE FROM media WHERE collection_id = ? AND path = ?", (collection_id, path)
+            )
+            cur = conn.execute(
+                "INSERT INTO media(collection_id, path, name, kind, sha256, size, mtime, width, height, "
+                "duration, fps, status, sampling, added) VALUES (?, ?, ?, 'video', ?, ?, ?, ?, ?, ?, ?, 'partial', ?, ?)",
+                (
+                    collection_id,
+                    path,
+                    name,
+                    sha256,
+                    size,
+                    mtime,
+                    width,
+                    height,
+                    duration,
+                    fps,
+                    sampling,
+                    time.time(),
+                ),
+            )
+            return cur.lastrowid
+
+    def add_frames(
+        self, media_id: int, sha256: str, model_key: str, frames: Sequence[NewFrame]
+    ) -> None:
+        """Write sampled frames with their thumbnails and embeddings, in one transaction."""
+        rels = []
+        for frame in frames:
+            rel = f"{self._frames_rel(sha256)}/{round(frame.timestamp * 1000):010d}.jpg"
+            target = self.thumbs_dir / rel
+            if not target.exists():
+                write_atomic(target, frame.thumbnail)
+            rels.append(rel)
+        with self._transaction() as conn:
+            for frame, rel in zip(frames, rels, strict=True):
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO frames(media_id, timestamp, thumb) VALUES (?, ?, ?)",
+                    (media_id, float(frame.timestamp), rel),
+                )
+                if cur.rowcount == 0:
+                    continue  # already stored by an earlier, interrupted run
+                blob = np.ascontiguousarray(frame.vector, dtype=np.float32).tobytes()
+                conn.execute(
+                    "INSERT INTO embeddings(model_key, media_id, frame_id, vector) VALUES (?, ?, ?, ?)",
+                    (model_key, media_id, cur.lastrowid, blob),
+                )
+            if rels:
+                conn.execute(
+                    "UPDATE media SET thumb = COALESCE(thumb, ?) WHERE id = ?", (rels[0], media_id)
+                )
+
+    def finish_video(self, media_id: int, note: str | None = None) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE media SET status = 'ok', note = ? WHERE id = ?", (note, media_id))
+
+    def video_resume_point(
+        self, media_id: int, model_key: str
+    ) -> tuple[float | None, np.ndarray | None]:
+        """Timestamp and vector of the last frame stored for a partially indexed video."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT f.timestamp, e.vector FROM frames f JOIN embeddings e ON e.frame_id = f.id "
+                "WHERE f.media_id = ? AND e.model_key = ? ORDER BY f.timestamp DESC LIMIT 1",
+                (media_id, model_key),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None, None
+        return row[0], np.frombuffer(row[1], dtype=np.float32).copy()
+
+    def videos(self, collections: Sequence[str] | None = None) -> list[MediaRecord]:
+        """Videos in the library (indexed or partly indexed), newest first."""
+        return [
+            r
+            for r in self.media()
+            if r.kind == "video"
+            and r.status != "failed"
+            and (collections is None or r.collection in collections)
+        ]
+
+    def frame_count(self, media_id: int) -> int:
+        return (
+            self._conn()
+            .execute("SELECT COUNT(*) FROM frames WHERE media_id = ?", (media_id,))
+            .fetchone()[0]
+        )
 
     # -- vectors and search --------------------------------------------------------------
 
@@ -499,19 +653,50 @@ class Library:
                 ).fetchall()
         return _unpack(rows)
 
-    def embedding_ids(self, model_key: str, collections: Sequence[str] | None = None) -> np.ndarray:
-        conn = self._conn()
-        if collections is None:
-            rows = conn.execute(
-                "SELECT id FROM embeddings WHERE model_key = ?", (model_key,)
-            ).fetchall()
-        else:
-            rows = conn.execute(
-                "SELECT e.id FROM embeddings e JOIN media m ON m.id = e.media_id JOIN collections c ON c.id = m.collection_id "
-                f"WHERE e.model_key = ? AND c.name IN ({','.join('?' * len(collections))})",
-                [model_key, *collections],
-            ).fetchall()
+    def embedding_ids(
+        self,
+        model_key: str,
+        collections: Sequence[str] | None = None,
+        *,
+        kinds: Sequence[str] | None = None,
+        media_ids: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Embedding ids of a scope: everything, or restricted by collection, kind and media."""
+        query, args = _scope_query("e.id", model_key, collections, kinds, media_ids)
+        rows = self._conn().execute(query, args).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def scope_frames(
+        self,
+        model_key: str,
+        collections: Sequence[str] | None = None,
+        *,
+        kinds: Sequence[str] | None = None,
+        media_ids: Sequence[int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Vectors]:
+        """(embedding ids, media ids, timestamps (NaN for images), vectors) of a scope, in time order."""
+        query, args = _scope_query(
+            "e.id, e.media_id, COALESCE(f.timestamp, 'nan'), e.vector",
+            model_key,
+            collections,
+            kinds,
+            media_ids,
+        )
+        rows = self._conn().execute(query + " ORDER BY e.media_id, f.timestamp", args).fetchall()
+        if not rows:
+            return (
+                np.empty(0, np.int64),
+                np.empty(0, np.int64),
+                np.empty(0),
+                np.empty((0, 0), np.float32),
+            )
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        media = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        times = np.fromiter((float(r[2]) for r in rows), dtype=np.float64, count=len(rows))
+        vectors = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32).reshape(
+            len(rows), -1
+        )
+        return ids, media, times, vectors
 
     def embedding_of(self, embedding_id: int) -> tuple[str, np.ndarray]:
         row = (
@@ -606,18 +791,24 @@ class Library:
             self._saved_generation[model_key] = generation
 
     def search_vectors(
-        self, model_key: str, query: np.ndarray, k: int, collections: Sequence[str] | None = None
+        self,
+        model_key: str,
+        query: np.ndarray,
+        k: int,
+        collections: Sequence[str] | None = None,
+        *,
+        kinds: Sequence[str] | None = None,
+        media_ids: Sequence[int] | None = None,
     ) -> list[tuple[int, float]]:
-        """Top-k (embedding id, cosine) for one unit query vector, optionally within collections."""
+        """Top-k (embedding id, cosine) for one unit query vector, optionally within a scope."""
         dim = int(query.shape[-1])
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, dim)
-        if collections is not None:
-            allowed = self.embedding_ids(model_key, collections)
+        allowed = None
+        if collections is not None or kinds is not None or media_ids is not None:
+            allowed = self.embedding_ids(model_key, collections, kinds=kinds, media_ids=media_ids)
             if len(allowed) <= self.exact_search_limit:
                 ids, vectors = self.vectors(model_key, allowed.tolist())
                 return _exact_top_k(ids, vectors.reshape(-1, dim), q[0], k)
-        else:
-            allowed = None
         with self._index_lock:
             index = self.index_for(model_key, dim)
             if index.ntotal == 0:
@@ -626,12 +817,19 @@ class Library:
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def sample_vectors(
-        self, model_key: str, n: int, collections: Sequence[str] | None = None, seed: int = 0
+        self,
+        model_key: str,
+        n: int,
+        collections: Sequence[str] | None = None,
+        seed: int = 0,
+        *,
+        kinds: Sequence[str] | None = None,
+        media_ids: Sequence[int] | None = None,
     ) -> Vectors:
         """Up to n stored vectors drawn at random from the scope (to estimate a score distribution)."""
         rng = np.random.default_rng(seed)
-        if collections is not None:
-            ids = self.embedding_ids(model_key, collections)
+        if collections is not None or kinds is not None or media_ids is not None:
+            ids = self.embedding_ids(model_key, collections, kinds=kinds, media_ids=media_ids)
             if len(ids) > n:
                 ids = rng.choice(ids, size=n, replace=False)
             return self.vectors(model_key, ids.tolist())[1]
@@ -663,8 +861,10 @@ class Library:
         rows = (
             self._conn()
             .execute(
-                "SELECT e.id AS eid, m.*, c.name AS collection FROM embeddings e JOIN media m ON m.id = e.media_id "
-                f"JOIN collections c ON c.id = m.collection_id WHERE e.id IN ({','.join('?' * len(ids))})",
+                "SELECT e.id AS eid, m.*, c.name AS collection, f.id AS frame_id, f.timestamp AS frame_time, "
+                "f.thumb AS frame_thumb FROM embeddings e JOIN media m ON m.id = e.media_id "
+                "JOIN collections c ON c.id = m.collection_id LEFT JOIN frames f ON f.id = e.frame_id "
+                f"WHERE e.id IN ({','.join('?' * len(ids))})",
                 ids,
             )
             .fetchall()
@@ -687,10 +887,32 @@ class Library:
                     size_bytes=r["size"],
                     width=r["width"],
                     height=r["height"],
-                    thumbnail=self._thumb_path(r["thumb"]),
+                    thumbnail=self._thumb_path(r["frame_thumb"] or r["thumb"]),
+                    timestamp=r["frame_time"],
+                    frame_id=r["frame_id"],
                 )
             )
         return out
+
+
+def _scope_query(
+    columns: str,
+    model_key: str,
+    collections: Sequence[str] | None,
+    kinds: Sequence[str] | None,
+    media_ids: Sequence[int] | None,
+) -> tuple[str, list]:
+    query = (
+        f"SELECT {columns} FROM embeddings e JOIN media m ON m.id = e.media_id "
+        "JOIN collections c ON c.id = m.collection_id LEFT JOIN frames f ON f.id = e.frame_id "
+        "WHERE e.model_key = ?"
+    )
+    args: list = [model_key]
+    for column, values in (("c.name", collections), ("m.kind", kinds), ("m.id", media_ids)):
+        if values is not None:
+            query += f" AND {column} IN ({','.join('?' * len(values))})"
+            args += list(values)
+    return query, args
 
 
 def _unpack(rows: Sequence) -> tuple[np.ndarray, Vectors]:

@@ -54,6 +54,22 @@ class SearchResult:
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """How frames are taken from a video."""
+
+    every: float = 1.0  # seconds between frames (time mode)
+    max_frames: int = 7200  # at most this many; longer videos get an evenly widened interval
+    scenes: bool = False  # one frame per shot instead of by time
+    dedup: float = (
+        0.95  # drop a frame whose CLIP cosine to the last kept frame is at least this (1: keep all)
+    )
+
+    def key(self) -> str:
+        """Stored with each video: frames taken with other settings are taken again."""
+        return f"every={self.every:g};max={self.max_frames};scenes={int(self.scenes)};dedup={self.dedup:g}"
+
+
+@dataclass(frozen=True)
 class FailedFile:
     path: str
     reason: str
@@ -70,8 +86,13 @@ class IndexReport:
     renamed: int = 0  # moved or renamed: embedding kept
     reused: int = 0  # a copy of a file already embedded: vector copied
     removed: int = 0  # gone from disk: dropped from the library
-    ignored: int = 0  # not an image (other file types in the folder)
+    ignored: int = 0  # not an image or video (other file types in the folder)
+    frames: int = 0  # video frames stored by this run
+    duplicates: int = 0  # video frames dropped as near-duplicates of the previous kept frame
     failed: list[FailedFile] = field(default_factory=list)
+    warnings: list[FailedFile] = field(
+        default_factory=list
+    )  # indexed, but with a caveat (truncated video)
     interrupted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,7 +110,7 @@ class CollectionInfo:
 
 @dataclass(frozen=True)
 class MediaRecord:
-    """A library row as stored (ok or failed)."""
+    """A library row as stored: status 'ok', 'failed', or 'partial' (a video being indexed)."""
 
     id: int
     collection: str
@@ -103,3 +124,13 @@ class MediaRecord:
     width: int | None
     height: int | None
     thumbnail: str | None
+    duration: float | None = None  # videos, seconds
+    fps: float | None = None
+    note: str | None = None  # e.g. why a video's frames stop early
+
+
+def format_timestamp(seconds: float) -> str:
+    """12.3 -> '0:12.3'; 3725 -> '1:02:05.0'."""
+    minutes, secs = divmod(max(seconds, 0.0), 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes}:{secs:04.1f}"

@@ -106,6 +106,7 @@ def test_search_page_text_query_and_more_like_this(app_home):
     assert not at.exception
     search_box = next(t for t in at.text_input if t.label == "Search for")
     search_box.input("a red apple")
+    at.toggle(key="show_all").set_value(True)
     next(b for b in at.button if b.label == "Search").click().run()
     assert not at.exception and not at.error
     assert any("hits for “a red apple”" in c.value for c in at.caption)
@@ -189,3 +190,56 @@ def test_search_page_shared_mode_refuses_other_folders(app_home, tmp_path, monke
     next(b for b in at.button if b.label == "Index folder").click().run()
     assert not at.exception
     assert "only indexes folders under FRAMESCOPE_ROOTS" in at.error[0].value.replace("\\", "")
+
+
+def _index_video(home: Path, video: Path):
+    from core.types import Sampling
+
+    settings = Settings.from_env(home=home, profile="tiny")
+    sampling = Sampling(every=1.0, dedup=1.0)
+    return Indexer(Library(home), load_clip(settings), settings).index(
+        [video], "clips", sampling=sampling
+    )
+
+
+def test_frame_search_page_search_mark_refine_undo(app_home):
+    video = IMAGES.parent / "video" / "dashcam_highway.mp4"
+    _index_video(app_home, video)
+    at = _run("pages/6_Frame_Search.py")
+    assert not at.exception
+    at.toggle(key="fs-group").set_value(False)
+    next(t for t in at.text_input if t.label == "Search for").input("cars ahead on a highway")
+    next(b for b in at.button if b.label == "Search").click().run()
+    assert not at.exception and not at.error
+    assert any("moments for “cars ahead on a highway”" in c.value for c in at.caption)
+    first = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert len(first) >= 4 and all("dashcam_highway.mp4" in m.replace("\\", "") for m in first)
+    ups = [b for b in at.button if b.proto.help == "mark relevant"]
+    ups[-1].click().run()
+    ups = [b for b in at.button if b.proto.help == "mark relevant"]
+    ups[-2].click().run()
+    assert any("2 marked relevant" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Refine").click().run()
+    assert not at.exception and not at.error
+    assert any("feedback round 1" in c.value for c in at.caption)
+    after = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert after != first
+    assert len(at.get("plotly_chart")) >= 1
+    next(b for b in at.button if b.label == "Undo").click().run()
+    assert not any("feedback round" in c.value for c in at.caption)
+    labels = [d for d in at.get("download_button") if "labels" in str(d.proto.label).lower()]
+    assert labels
+
+
+def test_frame_search_page_plays_a_hit(app_home):
+    _index_video(app_home, IMAGES.parent / "video" / "vtest.avi")
+    at = _run("pages/6_Frame_Search.py")
+    next(t for t in at.text_input if t.label == "Search for").input("people walking")
+    next(b for b in at.button if b.label == "Search").click().run()
+    next(b for b in at.button if b.label == "Play").click().run()
+    assert not at.exception and not at.error
+    videos = at.get("video")
+    assert len(videos) == 1
+    assert videos[0].proto.start_time >= 0
+    playback = list((app_home / "playback").glob("*.mp4"))
+    assert len(playback) == 1  # vtest.avi (MPEG-4 part 2) was transcoded for the browser

@@ -125,3 +125,49 @@ def test_upload_two_images_and_search(app_url, browser, tmp_path):
     shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
     page.screenshot(path=str(shots / "image-search.png"), full_page=True)
     page.close()
+
+
+def _moment_labels(page) -> list[str]:
+    """The score · name · time line of each shown hit, in order."""
+    cards = page.get_by_test_id("stMarkdownContainer").filter(
+        has_text=re.compile(r"dashcam_highway\.mp4 · \d+:\d")
+    )
+    return [cards.nth(i).inner_text() for i in range(cards.count())]
+
+
+def test_upload_video_search_mark_refine(app_url, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(180_000)
+    page.goto(f"{app_url}/Frame_Search")
+    page.get_by_role("tab", name="Add videos").click()
+    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Upload videos")
+    uploader.locator("input[type=file]").set_input_files(
+        str(MEDIA / "video" / "dashcam_highway.mp4")
+    )
+    add = page.get_by_role("button", name="Add uploaded videos")
+    expect(add).to_be_enabled()
+    add.click()
+    page.get_by_text(re.compile(r"1 added.*video frames stored")).wait_for()
+
+    page.reload()
+    page.get_by_text("Group adjacent frames of a shot").click()  # every frame its own hit
+    page.get_by_role("textbox", name="Search for").fill("cars ahead on a highway")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.get_by_text(re.compile(r"moments for .cars ahead on a highway")).wait_for()
+    before = _moment_labels(page)
+    assert len(before) >= 3
+
+    for _ in range(2):  # mark the two lowest shown hits relevant
+        thumbs_up = page.get_by_role("button", name="Yes")
+        thumbs_up.nth(thumbs_up.count() - 1 - _).click()
+        page.get_by_text(re.compile(rf"{_ + 1} marked relevant")).wait_for()
+    page.get_by_role("button", name="Refine").click()
+    page.get_by_text(re.compile(r"feedback round 1")).wait_for()
+    after = _moment_labels(page)
+    assert after != before
+    assert any("▲" in label for label in after)
+    shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
+    page.screenshot(path=str(shots / "frame-search.png"), full_page=True)
+    page.close()

@@ -104,3 +104,158 @@ def hit_grid(hits: Sequence[Hit], *, key: str, columns: int = 4) -> int | None:
                 ):
                     clicked = hit.embedding_id
     return clicked
+
+
+def timeline_figure(ranking, names: dict[int, str], marks: dict[int, int]):
+    """Plotly: each video's score over time, marked frames as green (relevant) or red (irrelevant) points."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for media_id in dict.fromkeys(ranking.media_ids.tolist()):
+        sel = (ranking.media_ids == media_id) & ~np.isnan(ranking.timestamps)
+        if not sel.any():
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=ranking.timestamps[sel],
+                y=ranking.scores[sel],
+                mode="lines+markers",
+                name=names.get(media_id, str(media_id)),
+                customdata=ranking.ids[sel],
+                marker={"size": 5},
+                hovertemplate="%{x:.1f} s · score %{y:.3f}<extra>%{fullData.name}</extra>",
+            )
+        )
+    for label, colour, name in ((1, "#1a7f37", "relevant"), (-1, "#cf222e", "irrelevant")):
+        chosen = np.isin(ranking.ids, [i for i, v in marks.items() if v == label]) & ~np.isnan(
+            ranking.timestamps
+        )
+        if chosen.any():
+            fig.add_trace(
+                go.Scatter(
+                    x=ranking.timestamps[chosen],
+                    y=ranking.scores[chosen],
+                    mode="markers",
+                    name=name,
+                    customdata=ranking.ids[chosen],
+                    marker={
+                        "size": 12,
+                        "color": colour,
+                        "symbol": "circle-open",
+                        "line": {"width": 3},
+                    },
+                )
+            )
+    fig.update_layout(
+        height=300,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title="seconds",
+        yaxis_title="score",
+        title="Score over time (click a point to play from there)",
+    )
+    return fig
+
+
+def map_figure(points, ranking, marks: dict[int, int]):
+    """Plotly: the scope's frames in 2-D (PCA), coloured by score, marked frames outlined."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    fig = go.Figure(
+        go.Scatter(
+            x=points[:, 0],
+            y=points[:, 1],
+            mode="markers",
+            customdata=ranking.ids,
+            name="frames",
+            marker={
+                "size": 6,
+                "color": ranking.scores,
+                "colorscale": "Viridis",
+                "colorbar": {"title": "score"},
+            },
+            hovertemplate="score %{marker.color:.3f}<extra></extra>",
+        )
+    )
+    for label, colour, name in ((1, "#1a7f37", "relevant"), (-1, "#cf222e", "irrelevant")):
+        chosen = np.isin(ranking.ids, [i for i, v in marks.items() if v == label])
+        if chosen.any():
+            fig.add_trace(
+                go.Scatter(
+                    x=points[chosen, 0],
+                    y=points[chosen, 1],
+                    mode="markers",
+                    name=name,
+                    marker={
+                        "size": 14,
+                        "color": "rgba(0,0,0,0)",
+                        "line": {"width": 3, "color": colour},
+                    },
+                )
+            )
+    fig.update_layout(
+        height=380,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        title="Map of the frames (PCA)",
+        showlegend=True,
+    )
+    return fig
+
+
+def frame_grid(
+    groups, marks: dict[int, int], moves: dict[int, int | None], *, key: str, columns: int = 4
+) -> tuple[str, Hit] | None:
+    """Collapsed frame hits with thumbnail, video, time, score, movement since the last round, and
+    Play / relevant / irrelevant buttons. Returns the action clicked: ("play" | "relevant" |
+    "irrelevant", hit), or None."""
+    from core.types import format_timestamp
+
+    action = None
+    for start in range(0, len(groups), columns):
+        row = st.columns(columns)
+        for col, group in zip(row, groups[start : start + columns], strict=False):
+            hit = group.best
+            mark = marks.get(hit.embedding_id)
+            with col, st.container(border=True):
+                if hit.thumbnail:
+                    st.image(hit.thumbnail, width="stretch")
+                when = format_timestamp(hit.timestamp) if hit.timestamp is not None else "image"
+                move = moves.get(hit.embedding_id, 0)
+                arrow = (
+                    "new"
+                    if move is None
+                    else (f"▲{move}" if move > 0 else f"▼{-move}" if move < 0 else "")
+                )
+                st.markdown(f"**{hit.score:.3f}** · {plain(hit.name)} · {when} {arrow}")
+                extra = f"+{group.more} more in this shot · " if group.more else ""
+                state = {1: "marked relevant", -1: "marked irrelevant"}.get(mark, "not marked")
+                st.caption(f"{extra}{state}")
+                if st.button(
+                    "Play",
+                    key=f"{key}-play-{hit.embedding_id}",
+                    icon=":material/play_arrow:",
+                    disabled=hit.timestamp is None,
+                    width="stretch",
+                ):
+                    action = ("play", hit)
+                b1, b2 = st.columns(2)
+                if b1.button(
+                    "Yes",
+                    key=f"{key}-yes-{hit.embedding_id}",
+                    icon=":material/thumb_up:",
+                    help="mark relevant",
+                    type="primary" if mark == 1 else "secondary",
+                    width="stretch",
+                ):
+                    action = ("relevant", hit)
+                if b2.button(
+                    "No",
+                    key=f"{key}-no-{hit.embedding_id}",
+                    icon=":material/thumb_down:",
+                    help="mark irrelevant",
+                    type="primary" if mark == -1 else "secondary",
+                    width="stretch",
+                ):
+                    action = ("irrelevant", hit)
+    return action

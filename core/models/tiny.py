@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 TINY_CLIP_NAME = "framescope-tiny-clip"
-TINY_CLIP_VERSION = "v1"  # bump when the config changes, so caches and indexes are rebuilt
+TINY_CLIP_VERSION = "v2"  # bump when the config changes, so caches and indexes are rebuilt
 TINY_CLIP_CONFIG = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
@@ -49,6 +49,12 @@ def tiny_clip_weights(cache: Path) -> Path:
         if not path.exists():
             torch.manual_seed(0)
             model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
+            # With random weights the class and position embeddings, shared by every image, dominate
+            # the output (any two images score ~0.95). Zeroed, image content drives the embedding and
+            # similarities spread out as real CLIP's do, so cutoffs and de-duplication behave alike.
+            with torch.no_grad():
+                model.visual.class_embedding.zero_()
+                model.visual.positional_embedding.zero_()
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             torch.save(model.state_dict(), tmp)
             os.replace(tmp, path)

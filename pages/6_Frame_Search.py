@@ -1,0 +1,305 @@
+"""Frame search: find moments in videos by text or image, play them, refine by marking hits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from core.errors import FramescopeError
+from core.feedback import METHODS, PRIOR_WEIGHT, PROPAGATION, project_2d
+from core.media import VideoLimits, load_image, probe_video, transcode_for_browser
+from core.search import collapse_hits, label_rows, rank_frames, refine_frames, rows_to_csv
+from core.types import Sampling, format_timestamp
+from ui.components import (
+    ProgressBar,
+    frame_grid,
+    index_report,
+    map_figure,
+    page_header,
+    plain,
+    show_error,
+    timeline_figure,
+)
+from ui.resources import get_embedder, get_indexer, get_library, get_settings
+
+VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
+METHOD_NAMES = {"propagation": "Label propagation", "rocchio": "Rocchio"}
+
+st.set_page_config(
+    page_title="Frame search · Framescope", page_icon=":material/movie:", layout="wide"
+)
+settings = get_settings()
+page_header("Frame search", settings)
+library = get_library()
+try:
+    embedder = get_embedder()
+except FramescopeError as exc:
+    show_error(exc)
+    st.stop()
+
+tab_search, tab_add = st.tabs(["Search frames", "Add videos"])
+
+with tab_add:
+    collection = st.text_input("Collection", value="videos", key="video-collection")
+    c1, c2, c3, c4 = st.columns(4)
+    every = c1.number_input("Seconds between frames", 0.1, 600.0, float(settings.frame_every), 0.5)
+    max_frames = c2.number_input("Most frames per video", 1, 100_000, settings.max_frames, 100)
+    scenes = c3.toggle("One frame per shot (scene mode)", value=False)
+    dedup = c4.slider(
+        "Drop near-duplicates above",
+        0.5,
+        1.0,
+        settings.dedup_threshold,
+        0.01,
+        help="CLIP cosine to the last kept frame; 1 keeps every frame",
+    )
+    sampling = Sampling(every=every, max_frames=int(max_frames), scenes=scenes, dedup=dedup)
+    uploads = st.file_uploader(
+        "Upload videos", type=VIDEO_TYPES, accept_multiple_files=True, key="video-uploads"
+    )
+    if st.button("Add uploaded videos", disabled=not uploads, icon=":material/upload:"):
+        try:
+            st.session_state["video_report"] = get_indexer().index_uploads(
+                [(u.name, u.getvalue()) for u in uploads],
+                collection,
+                sampling=sampling,
+                progress=ProgressBar("Adding videos"),
+            )
+        except FramescopeError as exc:
+            show_error(exc)
+    if settings.mode == "local":
+        path = st.text_input(
+            "Video file or folder on this computer", placeholder="/home/me/Videos/dashcam"
+        )
+        if st.button("Index videos", disabled=not path.strip(), icon=":material/folder_open:"):
+            try:
+                st.session_state["video_report"] = get_indexer().index(
+                    [path.strip()], collection, sampling=sampling, progress=ProgressBar("Indexing")
+                )
+            except FramescopeError as exc:
+                show_error(exc)
+    if report := st.session_state.get("video_report"):
+        index_report(report)
+    st.caption(
+        "Leaving the page stops indexing; frames stored so far are kept, and adding the same video again continues from there."
+    )
+
+with tab_search:
+    videos = library.videos()
+    names = {v.id: v.name for v in videos}
+    if not videos:
+        st.info("No videos yet: add some in the **Add videos** tab.")
+        st.stop()
+    chosen = st.multiselect(
+        "Videos", list(names), default=list(names), format_func=lambda i: names[i], key="fs-videos"
+    )
+    o1, o2 = st.columns(2)
+    include_images = o1.toggle("Search images too", key="fs-images")
+    group_shots = o2.toggle(
+        "Group adjacent frames of a shot",
+        value=True,
+        key="fs-group",
+        help="Hits next to each other in one shot show as one moment with “n more”.",
+    )
+    with st.form("frame-search"):
+        text = st.text_input(
+            "Search for",
+            placeholder="a white car changing lanes",
+            help='"+term" adds a concept, "-term" pushes one away.',
+        )
+        example = st.file_uploader("…or by an example image", type=IMAGE_TYPES, key="fs-example")
+        k = st.slider("Hits", 4, 60, 12, 4)
+        submitted = st.form_submit_button("Search", type="primary", icon=":material/search:")
+
+    state = st.session_state.setdefault("fs", {})
+    if submitted:
+        scope = list(chosen)
+        if include_images:
+            scope += [m.id for m in library.media(status="ok") if m.kind == "image"]
+        try:
+            images = []
+            if example is not None:
+                images.append(
+                    load_image(
+                        example.getvalue(),
+                        name=example.name,
+                        max_bytes=settings.max_image_bytes,
+                        max_pixels=settings.max_image_pixels,
+                    ).image
+                )
+            ranking = rank_frames(library, embedder, text, media_ids=scope, images=images)
+            state.clear()
+            state.update(
+                ranking=ranking,
+                query_scores=ranking.scores,
+                marks={},
+                history=[],
+                moves={},
+                round=0,
+                k=k,
+            )
+        except FramescopeError as exc:
+            state.clear()
+            show_error(exc)
+
+    ranking = state.get("ranking")
+    if ranking is not None:
+        marks: dict[int, int] = state["marks"]
+        k = state.get("k", 12)
+
+        # Player: the moment a hit or a timeline point points at.
+        if play := state.get("play"):
+            media_id, timestamp = play
+            record = next((v for v in videos if v.id == media_id), None)
+            if record is not None:
+                try:
+                    limits = VideoLimits(
+                        max_duration_s=settings.max_video_seconds,
+                        max_pixels=settings.max_video_pixels,
+                        max_bytes=settings.max_video_bytes,
+                    )
+                    with st.spinner("Preparing the video for the browser…"):
+                        info = probe_video(Path(record.path), limits)
+                        playable = transcode_for_browser(info, settings.home / "playback")
+                    st.video(str(playable), start_time=int(timestamp))
+                    st.caption(f"{plain(record.name)} from {format_timestamp(timestamp)}")
+                except FramescopeError as exc:
+                    show_error(exc)
+
+        top = library.hits(ranking.top(3 * k))
+        position = {int(e): i for i, e in enumerate(ranking.ids)}
+        _, _, _, scope_vectors = library.scope_frames(
+            embedder.key, media_ids=sorted(set(ranking.media_ids.tolist()))
+        )
+        vectors = {
+            h.embedding_id: scope_vectors[position[h.embedding_id]]
+            for h in top
+            if h.embedding_id in position
+        }
+        window = 1.5 * settings.frame_every if group_shots else 0.0
+        groups = collapse_hits(top, window=window, vectors=vectors)[:k]
+        round_note = f" · feedback round {state['round']}" if state["round"] else ""
+        st.caption(
+            f"Top {len(groups)} moments for “{plain(ranking.query)}” in {len(set(ranking.media_ids.tolist()))} videos, {len(ranking.ids)} frames{round_note}"
+        )
+        action = frame_grid(groups, marks, state["moves"], key=f"fs{state['round']}")
+        if action is not None:
+            kind, hit = action
+            if kind == "play":
+                state["play"] = (hit.media_id, hit.timestamp or 0.0)
+            else:
+                value = 1 if kind == "relevant" else -1
+                if marks.get(hit.embedding_id) == value:
+                    marks.pop(hit.embedding_id)
+                else:
+                    marks[hit.embedding_id] = value
+            st.rerun()
+
+        st.subheader("Refine")
+        r1, r2, r3, r4, r5 = st.columns([2, 2, 1, 1, 1])
+        method = r1.radio(
+            "Method", METHODS, format_func=METHOD_NAMES.get, horizontal=True, key="fs-method"
+        )
+        prior = r2.slider(
+            "Weight of the original query",
+            0.0,
+            1.0,
+            PRIOR_WEIGHT,
+            0.05,
+            disabled=method != PROPAGATION,
+            help="Label propagation keeps the query as a prior; 0 follows the marks alone.",
+        )
+        st.caption(
+            f"{sum(1 for v in marks.values() if v > 0)} marked relevant, {sum(1 for v in marks.values() if v < 0)} irrelevant"
+        )
+        if r3.button("Refine", type="primary", disabled=not marks, icon=":material/auto_awesome:"):
+            try:
+                before = ranking.ranks()
+                refined = refine_frames(
+                    library,
+                    embedder.key,
+                    ranking,
+                    state["query_scores"],
+                    marks,
+                    method=method,
+                    prior_weight=prior,
+                )
+                after = refined.ranks()
+                state["history"].append((ranking, state["moves"]))
+                state["moves"] = {
+                    eid: before[eid] - rank for eid, rank in after.items() if rank <= 3 * k
+                }
+                state["ranking"] = refined
+                state["round"] += 1
+                st.rerun()
+            except FramescopeError as exc:
+                show_error(exc)
+        if r4.button("Undo", disabled=not state["history"], icon=":material/undo:"):
+            state["ranking"], state["moves"] = state["history"].pop()
+            state["round"] -= 1
+            st.rerun()
+        if r5.button(
+            "Reset", disabled=not (state["history"] or marks), icon=":material/restart_alt:"
+        ):
+            first = state["history"][0][0] if state["history"] else ranking
+            state.update(
+                ranking=first.with_scores(state["query_scores"]),
+                marks={},
+                history=[],
+                moves={},
+                round=0,
+            )
+            st.rerun()
+
+        # Views: score over time per video, and a map of the scope.
+        timeline = st.plotly_chart(
+            timeline_figure(ranking, names, marks),
+            on_select="rerun",
+            selection_mode="points",
+            key=f"fs-timeline-{state['round']}",
+        )
+        points = (timeline or {}).get("selection", {}).get("points", []) if timeline else []
+        if points:
+            chosen_id = points[0].get("customdata")
+            if isinstance(chosen_id, list):
+                chosen_id = chosen_id[0]
+            where = np.flatnonzero(ranking.ids == int(chosen_id)) if chosen_id is not None else []
+            position = int(where[0]) if len(where) else None
+            if position is not None and state.get("play") != (
+                int(ranking.media_ids[position]),
+                float(ranking.timestamps[position]),
+            ):
+                state["play"] = (
+                    int(ranking.media_ids[position]),
+                    float(ranking.timestamps[position]),
+                )
+                st.rerun()
+        with st.expander("Map of the frames", expanded=False):
+            _, _, _, vectors = library.scope_frames(
+                embedder.key, media_ids=sorted(set(ranking.media_ids.tolist()))
+            )
+            st.plotly_chart(
+                map_figure(project_2d(vectors), ranking, marks), key=f"fs-map-{state['round']}"
+            )
+
+        if marks:
+            rows = label_rows(library, marks)
+            e1, e2, _ = st.columns([1, 1, 4])
+            e1.download_button(
+                "Export labels CSV",
+                rows_to_csv(rows),
+                "framescope-labels.csv",
+                "text/csv",
+                icon=":material/download:",
+            )
+            e2.download_button(
+                "Export labels JSON",
+                json.dumps(rows, indent=2),
+                "framescope-labels.json",
+                "application/json",
+                icon=":material/download:",
+            )
