@@ -11,7 +11,7 @@ from pathlib import Path
 from core import __version__
 from core.config import ENVIRONMENT, PROFILES, Settings
 from core.errors import ConfigError, FramescopeError, MediaError
-from core.types import Hit, IndexReport, Sampling, format_timestamp
+from core.types import Hit, IndexReport, Sampling, SearchResult, format_timestamp
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -96,8 +96,46 @@ def _build_parser() -> argparse.ArgumentParser:
         help="search video frames only (prints video and timestamp)",
     )
     p.add_argument("--images-only", action="store_true", help="search images only")
+    p.add_argument(
+        "--captions",
+        action="store_true",
+        help="videos: also match frame captions (made by `caption`), fused with CLIP",
+    )
     p.add_argument("--all", action="store_true", help="also print hits below the relevance cutoff")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
+
+    p = sub.add_parser(
+        "caption", help="caption a video's sampled frames, merged into segments and one caption"
+    )
+    p.add_argument("video", type=Path, metavar="VIDEO")
+    p.add_argument(
+        "--every",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between frames (default 2)",
+    )
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=120,
+        metavar="N",
+        help="at most N frames, spread over the whole video (default 120)",
+    )
+    p.add_argument("--scenes", action="store_true", help="one frame per shot instead of by time")
+    p.add_argument(
+        "--prompt", default="", help='start every caption with this text, e.g. "a picture of"'
+    )
+    p.add_argument(
+        "--collection", default="videos", help="collection the video is kept in (default 'videos')"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="results folder (default: FRAMESCOPE_HOME/exports/captions/<video>-<time>)",
+    )
+    p.add_argument("--json", action="store_true", help="print the captions as JSON")
 
     p = sub.add_parser("status", help="show the library, the models and the settings")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -192,6 +230,28 @@ def cmd_index(args, settings: Settings) -> int:
     return 0
 
 
+def _search_with_captions(library, embedder, args, images) -> SearchResult:
+    """Video frames ranked by reciprocal-rank fusion of caption text match and CLIP similarity."""
+    from core.captions import fuse_caption_scores
+    from core.search import rank_frames
+
+    if not args.text.strip():
+        raise ConfigError("--captions needs search words")
+    videos = [v.id for v in library.videos(args.collection)]
+    ranking = rank_frames(
+        library,
+        embedder,
+        args.text,
+        media_ids=videos,
+        images=images,
+        image_weight=args.image_weight,
+    )
+    ranking = fuse_caption_scores(library, ranking, args.text)
+    return SearchResult(
+        hits=tuple(library.hits(ranking.top(args.k))), cutoff=None, query=args.text.strip()
+    )
+
+
 def cmd_search(args, settings: Settings) -> int:
     from core.media import load_image
     from core.models.clip import load_clip
@@ -209,16 +269,19 @@ def cmd_search(args, settings: Settings) -> int:
         raise ConfigError("--videos-only and --images-only exclude each other")
     kinds = ("video",) if args.videos_only else ("image",) if args.images_only else None
     embedder = load_clip(settings)
-    result = search(
-        library,
-        embedder,
-        args.text,
-        images=images,
-        image_weight=args.image_weight,
-        k=args.k,
-        collections=args.collection,
-        kinds=kinds,
-    )
+    if args.captions:
+        result = _search_with_captions(library, embedder, args, images)
+    else:
+        result = search(
+            library,
+            embedder,
+            args.text,
+            images=images,
+            image_weight=args.image_weight,
+            k=args.k,
+            collections=args.collection,
+            kinds=kinds,
+        )
     hits = result.hits if args.all else result.shown
     if args.json:
         print(
@@ -242,6 +305,54 @@ def cmd_search(args, settings: Settings) -> int:
         print(
             f"({result.hidden_count} more below the relevance cutoff {result.cutoff:.3f}; --all shows them)"
         )
+    return 0
+
+
+def cmd_caption(args, settings: Settings) -> int:
+    from core.captions import caption_video, default_export_dir, export_captions
+    from core.indexing import Indexer
+    from core.models.captioner import load_captioner
+    from core.models.clip import load_clip
+    from core.store import Library
+
+    if args.every <= 0 or args.max_frames < 1:
+        raise ConfigError("--every must be positive and --max-frames at least 1")
+    if not args.video.expanduser().is_file():
+        raise MediaError(args.video, "no such file")
+    library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
+    embedder = load_clip(settings)
+    captioner = load_captioner(settings)
+    sampling = Sampling(every=args.every, max_frames=args.max_frames, scenes=args.scenes, dedup=1.0)
+    try:
+        result = caption_video(
+            library,
+            Indexer(library, embedder, settings),
+            captioner,
+            args.video.expanduser(),
+            sampling=sampling,
+            prompt=args.prompt,
+            collection=args.collection,
+            progress=_ProgressLine(),
+        )
+    except KeyboardInterrupt:
+        print(
+            "\nInterrupted: frames and captions so far are kept; run the same command to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    out = export_captions(result, args.out or default_export_dir(settings.home, result))
+    if args.json:
+        print(json.dumps({**result.to_dict(), "folder": str(out)}, indent=2))
+        return 0
+    for frame in result.frames:
+        print(f"{format_timestamp(frame.timestamp):>9}  {frame.text}")
+    print("\nSegments:")
+    for segment in result.segments:
+        print(f"  {segment.label}")
+    print(f"\nCaption: {result.overall}")
+    if result.note:
+        print(f"Note: {result.note}")
+    print(f"Saved to {out}")
     return 0
 
 
@@ -296,7 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(profile=args.profile, home=args.home)
-        handler = {"index": cmd_index, "search": cmd_search, "status": cmd_status}[args.command]
+        handler = {
+            "index": cmd_index,
+            "search": cmd_search,
+            "caption": cmd_caption,
+            "status": cmd_status,
+        }[args.command]
         return handler(args, settings)
     except FramescopeError as exc:
         print(f"framescope: error: {exc}", file=sys.stderr)

@@ -38,6 +38,10 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "laion2b_s34b_b79k",
         "open_clip pretrained tag, or the path of a local weights file",
     ),
+    "FRAMESCOPE_CAPTION_MODEL": (
+        "Salesforce/blip-image-captioning-base",
+        "BLIP captioning model: a hub id or a local folder",
+    ),
     "FRAMESCOPE_BATCH_SIZE": ("16", "images per CLIP forward pass when indexing"),
     "FRAMESCOPE_MAX_IMAGE_MB": ("50", "largest image file accepted, in MB"),
     "FRAMESCOPE_MAX_IMAGE_PIXELS": (
@@ -120,6 +124,7 @@ class Settings:
     roots: tuple[Path, ...] = ()
     clip_model: str = "ViT-B-32"
     clip_pretrained: str = "laion2b_s34b_b79k"
+    caption_model: str = "Salesforce/blip-image-captioning-base"
     batch_size: int = 16
     max_image_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 100_000_000
@@ -147,6 +152,8 @@ class Settings:
             roots=roots,
             clip_model=_env("FRAMESCOPE_CLIP_MODEL") or "ViT-B-32",
             clip_pretrained=_env("FRAMESCOPE_CLIP_PRETRAINED") or "laion2b_s34b_b79k",
+            caption_model=_env("FRAMESCOPE_CAPTION_MODEL")
+            or "Salesforce/blip-image-captioning-base",
             batch_size=_int_env("FRAMESCOPE_BATCH_SIZE", 16),
             max_image_bytes=_int_env("FRAMESCOPE_MAX_IMAGE_MB", 50) * 1024 * 1024,
             max_image_pixels=_int_env("FRAMESCOPE_MAX_IMAGE_PIXELS", 100_000_000),

@@ -50,6 +50,7 @@ SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})
 SYSTEM_FOLDERS = frozenset(
     {"__macosx", "@eadir", "$recycle.bin", "system volume information", "lost+found"}
 )
+FRAME_IMAGE_SIZE = 448  # stored video frames: big enough to caption, show and export
 INDEXABLE = IMAGE_EXTENSIONS | UNSUPPORTED_IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
 Progress = Callable[
@@ -125,12 +126,14 @@ class Indexer:
         sampling: Sampling | None = None,
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
+        names: dict[str, str] | None = None,
     ) -> IndexReport:
         """Index image and video files and folders (recursively) into a collection.
 
         Raises MediaError for a missing path and AccessDenied for a folder outside the allowed
         roots, before anything is written. Bad files do not raise: they are recorded as failed.
-        `sampling` says how frames are taken from videos (default: the settings').
+        `sampling` says how frames are taken from videos (default: the settings'); `names` gives
+        files a display name other than their file name (uploads: the name the user knows).
         """
         candidates: list[Candidate] = []
         folders: list[Path] = []
@@ -148,8 +151,16 @@ class Indexer:
                     else:
                         report.ignored += 1
             else:
-                candidates.append(Candidate(path, path.name))
+                candidates.append(Candidate(path, (names or {}).get(str(raw), path.name)))
         return self._run(candidates, folders, report, sampling, progress, should_stop)
+
+    def save_upload(self, name: str, data: bytes) -> Path:
+        """Keep an uploaded file in the data directory (named by content, so kept once)."""
+        safe = upload_name(name)
+        target = self.library.uploads_dir / f"{hashlib.sha256(data).hexdigest()[:16]}_{safe}"
+        if not target.exists():
+            write_atomic(target, data)
+        return target
 
     def index_uploads(
         self,
@@ -161,14 +172,9 @@ class Indexer:
         should_stop: Callable[[], bool] | None = None,
     ) -> IndexReport:
         """Keep uploaded files (name, bytes) in the data directory and index them."""
-        candidates = []
-        for name, data in uploads:
-            safe = upload_name(name)
-            digest = hashlib.sha256(data).hexdigest()[:16]
-            target = self.library.uploads_dir / f"{digest}_{safe}"
-            if not target.exists():
-                write_atomic(target, data)
-            candidates.append(Candidate(target, safe))
+        candidates = [
+            Candidate(self.save_upload(name, data), upload_name(name)) for name, data in uploads
+        ]
         report = IndexReport(collection=collection)
         return self._run(candidates, [], report, sampling, progress, should_stop)
 
@@ -480,7 +486,7 @@ class Indexer:
                         (
                             frame.timestamp,
                             embedder.preprocess(frame.image),
-                            make_thumbnail(frame.image),
+                            make_thumbnail(frame.image, FRAME_IMAGE_SIZE),
                         )
                     )
             except BaseException as exc:  # handed to the caller, which reports it

@@ -79,6 +79,13 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX embeddings_of_images ON embeddings(model_key, media_id) WHERE frame_id IS NULL;
     CREATE UNIQUE INDEX embeddings_of_frames ON embeddings(model_key, frame_id) WHERE frame_id IS NOT NULL;
     CREATE INDEX embeddings_by_media ON embeddings(media_id);
+    CREATE TABLE captions(
+        frame_id INTEGER NOT NULL REFERENCES frames(id) ON DELETE CASCADE,
+        model_key TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        text TEXT NOT NULL,
+        PRIMARY KEY(frame_id, model_key, prompt)
+    );
     CREATE TABLE index_generation(
         model_key TEXT PRIMARY KEY,
         generation INTEGER NOT NULL
@@ -592,6 +599,79 @@ class Library:
                 conn.execute(
                     "UPDATE media SET thumb = COALESCE(thumb, ?) WHERE id = ?", (rels[0], media_id)
                 )
+
+    def frames_of(self, media_id: int) -> list[tuple[int, float, str]]:
+        """(frame id, timestamp, image path) of a video's stored frames, in time order."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT id, timestamp, thumb FROM frames WHERE media_id = ? ORDER BY timestamp",
+                (media_id,),
+            )
+            .fetchall()
+        )
+        return [(r[0], r[1], str(self.thumbs_dir / r[2])) for r in rows]
+
+    def frame_vectors(self, media_id: int, model_key: str) -> Vectors:
+        """CLIP vectors of a video's frames, in time order."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT e.id, e.vector FROM embeddings e JOIN frames f ON f.id = e.frame_id "
+                "WHERE e.media_id = ? AND e.model_key = ? ORDER BY f.timestamp",
+                (media_id, model_key),
+            )
+            .fetchall()
+        )
+        return _unpack(rows)[1]
+
+    def captions_for(self, media_id: int, model_key: str, prompt: str) -> dict[int, str]:
+        """Stored captions of a video's frames by one captioning model and prompt: {frame id: text}."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT c.frame_id, c.text FROM captions c JOIN frames f ON f.id = c.frame_id "
+                "WHERE f.media_id = ? AND c.model_key = ? AND c.prompt = ?",
+                (media_id, model_key, prompt),
+            )
+            .fetchall()
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def add_captions(self, model_key: str, prompt: str, captions: dict[int, str]) -> None:
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO captions(frame_id, model_key, prompt, text) VALUES (?, ?, ?, ?)",
+                [(frame_id, model_key, prompt, text) for frame_id, text in captions.items()],
+            )
+
+    def captions_in_scope(self, media_ids: Sequence[int]) -> list[tuple[int, int, str]]:
+        """(frame id, media id, caption text) of every captioned frame of the given videos."""
+        if not media_ids:
+            return []
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT c.frame_id, f.media_id, c.text FROM captions c JOIN frames f ON f.id = c.frame_id "
+                f"WHERE f.media_id IN ({','.join('?' * len(media_ids))})",
+                list(media_ids),
+            )
+            .fetchall()
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def frame_ids(self, embedding_ids: Sequence[int]) -> dict[int, int]:
+        """{embedding id: frame id} for the given embeddings of video frames."""
+        out: dict[int, int] = {}
+        ids = list(embedding_ids)
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            rows = self._conn().execute(
+                f"SELECT id, frame_id FROM embeddings WHERE frame_id IS NOT NULL AND id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            out.update({r[0]: r[1] for r in rows})
+        return out
 
     def finish_video(self, media_id: int, note: str | None = None) -> None:
         with self._transaction() as conn:

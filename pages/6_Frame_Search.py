@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from core.captions import fuse_caption_scores
 from core.errors import FramescopeError
 from core.feedback import METHODS, PRIOR_WEIGHT, PROPAGATION, project_2d
 from core.media import VideoLimits, load_image, probe_video, transcode_for_browser
@@ -97,8 +98,13 @@ with tab_search:
     chosen = st.multiselect(
         "Videos", list(names), default=list(names), format_func=lambda i: names[i], key="fs-videos"
     )
-    o1, o2 = st.columns(2)
+    o1, o2, o3 = st.columns(3)
     include_images = o1.toggle("Search images too", key="fs-images")
+    use_captions = o3.toggle(
+        "Match captions too",
+        key="fs-captions",
+        help="Frames captioned on the Video captions page also rank by their caption text, fused with CLIP (reciprocal-rank fusion).",
+    )
     group_shots = o2.toggle(
         "Group adjacent frames of a shot",
         value=True,
@@ -132,6 +138,8 @@ with tab_search:
                     ).image
                 )
             ranking = rank_frames(library, embedder, text, media_ids=scope, images=images)
+            if use_captions and text.strip():
+                ranking = fuse_caption_scores(library, ranking, text)
             state.clear()
             state.update(
                 ranking=ranking,

@@ -243,3 +243,48 @@ def test_frame_search_page_plays_a_hit(app_home):
     assert videos[0].proto.start_time >= 0
     playback = list((app_home / "playback").glob("*.mp4"))
     assert len(playback) == 1  # vtest.avi (MPEG-4 part 2) was transcoded for the browser
+
+
+def test_captions_page_upload_caption_and_save(app_home):
+    at = _run("pages/3_Video_Captions.py")
+    assert not at.exception
+    at.radio[0].set_value("Upload a video").run()
+    uploader = next(u for u in at.get("file_uploader") if u.proto.label == "Video file")
+    uploader.set_value(
+        ("clip.mp4", (IMAGES.parent / "video" / "realshort.mp4").read_bytes(), "video/mp4")
+    )
+    at.run()
+    next(n for n in at.number_input if n.label == "Seconds between frames").set_value(0.5)
+    next(b for b in at.button if b.label == "Caption video").click().run()
+    assert not at.exception and not at.error
+    assert any("clip.mp4 · 3 frames" in c.value.replace("\\", "") for c in at.caption)
+    segments = next(d.value for d in at.dataframe if "caption" in d.value.columns)
+    assert segments["from"].iloc[0] == "0:00.0"
+    next(b for b in at.button if b.label == "Save results folder").click().run()
+    assert not at.exception
+    (folder,) = list((app_home / "exports" / "captions").iterdir())
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [
+        "captions.json",
+        "captions.srt",
+        "captions.vtt",
+        "frame_01.jpg",
+        "frame_01.txt",
+        "frame_02.jpg",
+        "frame_02.txt",
+        "frame_03.jpg",
+        "frame_03.txt",
+    ]
+    assert any(d.proto.label == "Download as zip" for d in at.get("download_button"))
+
+
+def test_captions_page_bad_video(app_home):
+    at = _run("pages/3_Video_Captions.py")
+    at.radio[0].set_value("Upload a video").run()
+    uploader = next(u for u in at.get("file_uploader") if u.proto.label == "Video file")
+    uploader.set_value(("fake.mp4", b"this is not a video", "video/mp4"))
+    at.run()
+    next(b for b in at.button if b.label == "Caption video").click().run()
+    assert not at.exception
+    assert "fake.mp4" in at.error[0].value.replace("\\", "")
+    assert Library(app_home).counts()["videos"] == 0

@@ -171,3 +171,26 @@ def test_upload_video_search_mark_refine(app_url, browser, tmp_path):
     shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
     page.screenshot(path=str(shots / "frame-search.png"), full_page=True)
     page.close()
+
+
+def test_caption_a_video(app_url, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(180_000)
+    page.goto(f"{app_url}/Video_Captions")
+    page.get_by_text("Upload a video").click()
+    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Video file")
+    uploader.locator("input[type=file]").set_input_files(str(MEDIA / "video" / "box.mp4"))
+    button = page.get_by_role("button", name="Caption video")
+    expect(button).to_be_enabled()
+    button.click()
+    page.get_by_text(re.compile(r"box\.mp4 · 8 frames · \d+ segments")).wait_for()
+    expect(page.get_by_role("heading", name="Segments")).to_be_visible()
+    frames = page.get_by_test_id("stImage").locator("img")
+    expect(frames).to_have_count(8)
+    page.get_by_role("button", name="Save results folder").click()
+    expect(page.get_by_role("button", name="Download as zip")).to_be_visible()
+    shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
+    page.screenshot(path=str(shots / "captions.png"), full_page=True)
+    page.close()

@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.config import Settings
 from core.indexing import Indexer
+from core.models.captioner import Captioner, load_captioner
 from core.models.clip import ClipEmbedder, load_clip
 from core.store import Library
 
@@ -25,6 +26,11 @@ def get_library() -> Library:
 def get_embedder() -> ClipEmbedder:
     """Raises ModelUnavailable; a failure is not cached, so the next run tries again."""
     return load_clip(get_settings())
+
+
+@st.cache_resource(show_spinner="Loading the captioning model (first use downloads its weights)…")
+def get_captioner() -> Captioner:
+    return load_captioner(get_settings())
 
 
 def get_indexer() -> Indexer:

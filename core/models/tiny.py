@@ -59,3 +59,96 @@ def tiny_clip_weights(cache: Path) -> Path:
             torch.save(model.state_dict(), tmp)
             os.replace(tmp, path)
     return path
+
+
+TINY_BLIP_VERSION = "v1"
+# Text the tiny captioner's WordPiece vocabulary is trained on: words a caption would use.
+_CAPTION_WORDS = """
+a an the of on in with and at by to from near over under two three man woman person people child
+dog cat car truck bus bicycle motorcycle road street highway lane lanes traffic light sign stop
+building house tree trees sky cloud water sea beach table desk box hand holding picture photo of
+is are sitting standing walking driving riding white black red blue green yellow small large
+front back side left right day night rain snow fog city field grass room window door wood piece
+working looking playing there this that some many view close up top bottom video frame scene
+"""
+
+
+def tiny_blip_dir(cache: Path) -> Path:
+    """A folder holding a tiny BLIP captioner (model, image processor, tokenizer), built if missing."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import (
+        BertTokenizerFast,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    folder = cache / f"tiny-blip-{TINY_BLIP_VERSION}"
+    with _build_lock:
+        if (folder / "config.json").exists():
+            return folder
+        words = _CAPTION_WORDS.split()
+        wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+        wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        wordpiece.decoder = decoders.WordPiece()
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"]
+        wordpiece.train_from_iterator(
+            [" ".join(words)] * 4,
+            trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials),
+        )
+        tokenizer = BertTokenizerFast(
+            tokenizer_object=wordpiece,
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+            bos_token="[DEC]",
+            model_max_length=64,
+        )
+        tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+        config = BlipConfig(
+            text_config={
+                "vocab_size": len(tokenizer),
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+                "encoder_hidden_size": 32,
+                "max_position_embeddings": 64,
+                "bos_token_id": tokenizer.convert_tokens_to_ids("[DEC]"),
+                "sep_token_id": tokenizer.sep_token_id,
+                "eos_token_id": tokenizer.sep_token_id,
+                "pad_token_id": tokenizer.pad_token_id,
+            },
+            # BLIP's vision default initializer_range is 1e-10: weights ~0, every image alike.
+            vision_config={
+                "initializer_range": 0.02,
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+                "image_size": 64,
+                "patch_size": 16,
+            },
+            projection_dim=32,
+        )
+        torch.manual_seed(0)
+        model = BlipForConditionalGeneration(config).eval()
+        with torch.no_grad():
+            # At random init the decoder's cross-attention is too weak for the image to change the
+            # text: every frame got the same caption. Stronger, captions differ with the image.
+            for layer in model.text_decoder.bert.encoder.layer:
+                layer.crossattention.self.value.weight.mul_(6.0)
+                layer.crossattention.output.dense.weight.mul_(6.0)
+        processor = BlipProcessor(
+            image_processor=BlipImageProcessor(size={"height": 64, "width": 64}),
+            tokenizer=tokenizer,
+        )
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        os.replace(tmp, folder)
+    return folder

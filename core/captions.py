@@ -1,0 +1,357 @@
+"""Video captions: a caption per sampled frame, merged into segments and one overall caption,
+exported as frames, text, JSON and subtitles; captions are also searchable."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from core.errors import LibraryError, MediaError
+from core.indexing import Indexer, Progress, upload_name
+from core.models.captioner import Captioner
+from core.models.clip import ClipEmbedder
+from core.store import Library
+from core.types import Sampling, format_timestamp
+
+SEGMENT_SIMILARITY = (
+    0.5  # consecutive captions sharing at least this share of words are one segment
+)
+_WORD = re.compile(r"[a-z0-9]+")
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "on",
+        "in",
+        "at",
+        "with",
+        "and",
+        "is",
+        "are",
+        "to",
+        "there",
+        "this",
+        "that",
+        "it",
+        "its",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class FrameCaption:
+    frame_id: int
+    timestamp: float
+    text: str
+    image: str  # path of the stored frame image (JPEG)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Consecutive frames whose captions say nearly the same thing."""
+
+    start: float
+    end: float
+    text: str
+    frames: int
+
+    @property
+    def label(self) -> str:
+        return f"{format_timestamp(self.start)}-{format_timestamp(self.end)} {self.text}"
+
+
+@dataclass(frozen=True)
+class VideoCaptions:
+    video: str
+    path: str
+    media_id: int
+    duration: float
+    model: str
+    prompt: str
+    frames: tuple[FrameCaption, ...]
+    segments: tuple[Segment, ...]
+    overall: str
+    overall_method: str
+    note: str | None = None  # e.g. the video was truncated
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["segments"] = [{**asdict(s), "label": s.label} for s in self.segments]
+        return data
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+
+
+def caption_similarity(a: str, b: str) -> float:
+    """Share of content words two captions have in common (Jaccard); 1.0 for two empty captions."""
+    wa, wb = _words(a), _words(b)
+    if not wa and not wb:
+        return 1.0
+    return len(wa & wb) / len(wa | wb)
+
+
+def merge_segments(
+    frames: Sequence[FrameCaption], duration: float, similarity: float = SEGMENT_SIMILARITY
+) -> list[Segment]:
+    """Merge runs of near-identical consecutive captions; each segment runs until the next starts.
+
+    A segment is named by its most frequent caption (the earliest on a tie).
+    """
+    segments: list[list[FrameCaption]] = []
+    for frame in frames:
+        if segments and caption_similarity(segments[-1][-1].text, frame.text) >= similarity:
+            segments[-1].append(frame)
+        else:
+            segments.append([frame])
+    out = []
+    for i, run in enumerate(segments):
+        end = (
+            segments[i + 1][0].timestamp
+            if i + 1 < len(segments)
+            else max(duration, run[-1].timestamp)
+        )
+        counts = Counter(f.text for f in run)
+        text = max(
+            counts, key=lambda t: (counts[t], -next(j for j, f in enumerate(run) if f.text == t))
+        )
+        out.append(Segment(start=run[0].timestamp, end=end, text=text, frames=len(run)))
+    return out
+
+
+def representative_caption(
+    embedder: ClipEmbedder, texts: Sequence[str], frame_vectors: np.ndarray
+) -> str:
+    """The caption whose CLIP text embedding is closest to the mean of the video's frame embeddings:
+    the one sentence that best describes the video as a whole, without a language model."""
+    unique = [t for t in dict.fromkeys(texts) if t.strip()]
+    if not unique:
+        return ""
+    if len(unique) == 1 or len(frame_vectors) == 0:
+        return unique[0]
+    mean = frame_vectors.mean(axis=0)
+    mean /= max(float(np.linalg.norm(mean)), 1e-8)
+    scores = embedder.embed_texts(unique) @ mean
+    return unique[int(np.argmax(scores))]
+
+
+def caption_video(
+    library: Library,
+    indexer: Indexer,
+    captioner: Captioner,
+    path: Path,
+    *,
+    sampling: Sampling,
+    prompt: str = "",
+    collection: str = "videos",
+    name: str | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    max_new_tokens: int = 30,
+    batch_size: int = 8,
+) -> VideoCaptions:
+    """Sample a video's frames (stored in the library), caption those not captioned yet by this
+    model and prompt, and aggregate. Captions are written batch by batch: a stopped run resumes.
+
+    Raises MediaError when the video cannot be used (the reason names the file).
+    """
+    path = Path(path)
+    names = {str(path): name} if name else None
+    report = indexer.index(
+        [path],
+        collection,
+        sampling=sampling,
+        progress=progress,
+        should_stop=should_stop,
+        names=names,
+    )
+    if report.failed:
+        raise MediaError(name or path.name, report.failed[0].reason)
+    record = next((v for v in library.videos([collection]) if v.path == str(path.resolve())), None)
+    if record is None or report.interrupted:
+        raise MediaError(
+            name or path.name, "stopped before its frames were sampled; run it again to resume"
+        )
+    frames = library.frames_of(record.id)
+    if not frames:
+        raise MediaError(record.name, "no frame could be decoded")
+    done = library.captions_for(record.id, captioner.key, prompt)
+    todo = [f for f in frames if f[0] not in done]
+    started = time.monotonic()
+    for start in range(0, len(todo), batch_size):
+        if should_stop is not None and should_stop():
+            raise MediaError(
+                record.name, "captioning stopped; run it again to resume (captions so far are kept)"
+            )
+        chunk = todo[start : start + batch_size]
+        images = [Image.open(p).convert("RGB") for _, _, p in chunk]
+        texts = captioner.caption(
+            images, prompt or None, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
+        library.add_captions(
+            captioner.key, prompt, {f[0]: t for f, t in zip(chunk, texts, strict=True)}
+        )
+        done.update({f[0]: t for f, t in zip(chunk, texts, strict=True)})
+        if progress is not None:
+            finished = start + len(chunk)
+            rate = finished / max(time.monotonic() - started, 1e-6)
+            progress(
+                finished,
+                len(todo),
+                f"captioned {finished}/{len(todo)} frames, about {(len(todo) - finished) / rate:.0f} s left",
+            )
+    captions = tuple(FrameCaption(fid, ts, done[fid], image) for fid, ts, image in frames)
+    duration = record.duration or (captions[-1].timestamp if captions else 0.0)
+    overall = representative_caption(
+        indexer.embedder,
+        [c.text for c in captions],
+        library.frame_vectors(record.id, indexer.embedder.key),
+    )
+    return VideoCaptions(
+        video=record.name,
+        path=record.path,
+        media_id=record.id,
+        duration=duration,
+        model=captioner.name,
+        prompt=prompt,
+        frames=captions,
+        segments=tuple(merge_segments(captions, duration)),
+        overall=overall,
+        overall_method="the caption closest to the mean CLIP embedding of the video's frames",
+        note=record.note,
+    )
+
+
+# -- subtitles and exports ---------------------------------------------------------------
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = round(max(seconds, 0.0) * 1000)
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{sep}{ms:03d}"
+
+
+def _cues(result: VideoCaptions) -> list[tuple[float, float, str]]:
+    """One cue per segment; a cue lasts at least half a second so players show it."""
+    return [(s.start, max(s.end, s.start + 0.5), s.text) for s in result.segments]
+
+
+def to_srt(result: VideoCaptions) -> str:
+    blocks = [
+        f"{i}\n{_clock(a, ',')} --> {_clock(b, ',')}\n{text}\n"
+        for i, (a, b, text) in enumerate(_cues(result), 1)
+    ]
+    return "\n".join(blocks)
+
+
+def to_vtt(result: VideoCaptions) -> str:
+    blocks = [
+        f"{_clock(a, '.')} --> {_clock(b, '.')}\n{text.replace('-->', '->')}\n"
+        for a, b, text in _cues(result)
+    ]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def export_captions(result: VideoCaptions, out_dir: Path) -> Path:
+    """Write a results folder: frame_01.jpg + frame_01.txt per frame, captions.json, .srt, .vtt.
+
+    Raises LibraryError naming the folder when it cannot be written; the library is untouched.
+    """
+    out_dir = Path(out_dir)
+    width = max(2, len(str(len(result.frames))))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i, frame in enumerate(result.frames, 1):
+            stem = f"frame_{i:0{width}d}"
+            Image.open(frame.image).convert("RGB").save(out_dir / f"{stem}.jpg", quality=92)
+            (out_dir / f"{stem}.txt").write_text(
+                f"{format_timestamp(frame.timestamp)} {frame.text}\n"
+            )
+        (out_dir / "captions.json").write_text(json.dumps(result.to_dict(), indent=2))
+        (out_dir / "captions.srt").write_text(to_srt(result))
+        (out_dir / "captions.vtt").write_text(to_vtt(result))
+    except OSError as exc:
+        raise LibraryError(f"cannot write the results to {out_dir}: {exc.strerror or exc}") from exc
+    return out_dir
+
+
+def default_export_dir(home: Path, result: VideoCaptions) -> Path:
+    stem = Path(upload_name(result.video)).stem
+    return home / "exports" / "captions" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def zip_folder(folder: Path) -> bytes:
+    """A results folder as one zip (names relative to the folder)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(Path(folder).iterdir()):
+            archive.write(file, arcname=file.name)
+    return buffer.getvalue()
+
+
+# -- caption search ------------------------------------------------------------------------
+
+
+def bm25_scores(
+    query: str, documents: Sequence[str], k1: float = 1.2, b: float = 0.75
+) -> np.ndarray:
+    """BM25 relevance of each document to the query's words (0 where none match)."""
+    terms = _words(query)
+    docs = [_WORD.findall(d.lower()) for d in documents]
+    if not terms or not docs:
+        return np.zeros(len(docs))
+    avg = sum(len(d) for d in docs) / len(docs) or 1.0
+    scores = np.zeros(len(docs))
+    for term in terms:
+        df = sum(1 for d in docs if term in d)
+        if not df:
+            continue
+        idf = math.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+        for i, d in enumerate(docs):
+            tf = d.count(term)
+            if tf:
+                scores[i] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(d) / avg))
+    return scores
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = 60) -> dict[int, float]:
+    """RRF: each item scores sum(1 / (k + rank)) over the rankings it appears in (rank from 1)."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, 1):
+            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+    return fused
+
+
+def fuse_caption_scores(library: Library, ranking, query: str):
+    """A frame ranking re-scored by reciprocal-rank fusion of caption text match (BM25) and CLIP."""
+    captions = library.captions_in_scope(sorted(set(ranking.media_ids.tolist())))
+    if not captions:
+        return ranking
+    by_frame: dict[int, list[str]] = {}
+    for frame_id, _, text in captions:
+        by_frame.setdefault(frame_id, []).append(text)
+    frame_of = library.frame_ids(ranking.ids.tolist())
+    ids = [int(i) for i in ranking.ids]
+    docs = [" ".join(by_frame.get(frame_of.get(i), [])) for i in ids]
+    text_scores = bm25_scores(query, docs)
+    text_rank = [ids[i] for i in np.argsort(-text_scores, kind="stable") if text_scores[i] > 0]
+    clip_rank = [ids[i] for i in np.argsort(-ranking.scores, kind="stable")]
+    fused = reciprocal_rank_fusion([text_rank, clip_rank])
+    return ranking.with_scores(np.array([fused[i] for i in ids], np.float32))

@@ -1,0 +1,154 @@
+"""Video captions: a caption per sampled frame, segments, one overall caption, files to keep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.captions import caption_video, default_export_dir, export_captions, zip_folder
+from core.errors import FramescopeError
+from core.indexing import upload_name
+from core.types import Sampling, format_timestamp
+from ui.components import ProgressBar, page_header, plain, show_error
+from ui.resources import get_captioner, get_embedder, get_indexer, get_library, get_settings
+
+VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
+
+st.set_page_config(
+    page_title="Video captions · Framescope", page_icon=":material/subtitles:", layout="wide"
+)
+settings = get_settings()
+page_header("Video captions", settings)
+library = get_library()
+try:
+    get_embedder()
+    captioner = get_captioner()
+except FramescopeError as exc:
+    show_error(exc)
+    st.stop()
+
+videos = library.videos()
+source = st.radio(
+    "Video", ["Upload a video", "From the library"], horizontal=True, index=1 if videos else 0
+)
+upload = None
+record = None
+if source == "Upload a video":
+    upload = st.file_uploader("Video file", type=VIDEO_TYPES, key="caption-upload")
+elif videos:
+    record = st.selectbox(
+        "Video in the library",
+        videos,
+        format_func=lambda v: f"{v.name} ({format_timestamp(v.duration or 0)})",
+    )
+else:
+    st.info("No videos in the library yet: upload one.")
+
+c1, c2, c3, c4 = st.columns(4)
+every = c1.number_input(
+    "Seconds between frames",
+    0.1,
+    3600.0,
+    2.0,
+    0.5,
+    help="A 10 s clip gets 5 frames; longer videos are capped below.",
+)
+max_frames = c2.number_input(
+    "Most frames",
+    1,
+    2000,
+    120,
+    10,
+    help="Longer videos get an evenly wider interval: 120 frames cover an hour every 30 s.",
+)
+scenes = c3.toggle("One frame per shot (scene mode)")
+prompt = c4.text_input(
+    "Caption prompt (optional)", placeholder="a picture of", help="Captions continue this text."
+)
+st.caption(
+    "Changing the sampling of a video already in the library samples it again. Leaving the page stops captioning; captions so far are kept and the next run continues."
+)
+
+if st.button(
+    "Caption video",
+    type="primary",
+    icon=":material/subtitles:",
+    disabled=upload is None and record is None,
+):
+    sampling = Sampling(every=every, max_frames=int(max_frames), scenes=scenes, dedup=1.0)
+    try:
+        indexer = get_indexer()
+        if upload is not None:
+            path, name, collection = (
+                indexer.save_upload(upload.name, upload.getvalue()),
+                upload_name(upload.name),
+                "videos",
+            )
+        else:
+            path, name, collection = Path(record.path), record.name, record.collection
+        st.session_state["captions"] = caption_video(
+            library,
+            indexer,
+            captioner,
+            path,
+            sampling=sampling,
+            prompt=prompt.strip(),
+            collection=collection,
+            name=name,
+            progress=ProgressBar("Captioning"),
+        )
+        st.session_state.pop("caption_folder", None)
+    except FramescopeError as exc:
+        show_error(exc)
+
+result = st.session_state.get("captions")
+if result is not None:
+    st.subheader("Caption")
+    st.text(result.overall)
+    st.caption(
+        f"{plain(result.video)} · {len(result.frames)} frames · {len(result.segments)} segments · chosen as {result.overall_method}"
+    )
+    if result.note:
+        st.warning(plain(result.note))
+    st.subheader("Segments")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "from": format_timestamp(s.start),
+                    "to": format_timestamp(s.end),
+                    "frames": s.frames,
+                    "caption": s.text,
+                }
+                for s in result.segments
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    st.subheader("Frames")
+    columns = st.columns(4)
+    for i, frame in enumerate(result.frames):
+        with columns[i % 4]:
+            st.image(frame.image, width="stretch")
+            st.caption(f"{format_timestamp(frame.timestamp)}")
+            st.text(frame.text)
+    st.subheader("Keep the results")
+    if st.button("Save results folder", icon=":material/save:"):
+        try:
+            st.session_state["caption_folder"] = str(
+                export_captions(result, default_export_dir(settings.home, result))
+            )
+        except FramescopeError as exc:
+            show_error(exc)
+    if folder := st.session_state.get("caption_folder"):
+        st.success(f"Saved frames, captions.json, captions.srt and captions.vtt to {plain(folder)}")
+        st.download_button(
+            "Download as zip",
+            zip_folder(Path(folder)),
+            f"{Path(folder).name}.zip",
+            "application/zip",
+            icon=":material/download:",
+        )
