@@ -92,6 +92,17 @@ except FramescopeError as exc:
     show_error(exc)
 st.dataframe(pd.DataFrame([status]), hide_index=True, width="stretch")
 
+
+def setting_shown(name: str, default: str) -> str:
+    """A setting's value for the table: keys are never shown, endpoints not in shared mode."""
+    value = os.environ.get(name, "")
+    if not value:
+        return f"(default: {default})"
+    if name.endswith("_API_KEY") or (settings.mode == "shared" and name.endswith("_BASE_URL")):
+        return "(set, hidden)"
+    return value
+
+
 st.subheader("Settings")
 st.caption(
     f"Mode: {settings.mode}. Settings come from environment variables; change them and restart the app."
@@ -101,7 +112,7 @@ st.dataframe(
         [
             {
                 "variable": name,
-                "value": os.environ.get(name, "") or f"(default: {default})",
+                "value": setting_shown(name, default),
                 "meaning": meaning,
             }
             for name, (default, meaning) in ENVIRONMENT.items()

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from core import __version__
 from core.config import ENVIRONMENT, PROFILES, Settings
 from core.errors import ConfigError, FramescopeError, MediaError
@@ -136,6 +138,44 @@ def _build_parser() -> argparse.ArgumentParser:
         help="results folder (default: FRAMESCOPE_HOME/exports/captions/<video>-<time>)",
     )
     p.add_argument("--json", action="store_true", help="print the captions as JSON")
+
+    p = sub.add_parser(
+        "ask", help="ask questions about a video (or an image) with a vision-language model"
+    )
+    p.add_argument("video", type=Path, metavar="VIDEO")
+    p.add_argument("-q", "--question", help="ask once and exit (without it: an interactive prompt)")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=8,
+        metavar="N",
+        help="frames shown to the model per question (default 8)",
+    )
+    p.add_argument(
+        "--uniform",
+        action="store_true",
+        help="spread frames evenly instead of choosing those that match the question",
+    )
+    p.add_argument("--json", action="store_true", help="print the answer as JSON (with -q)")
+
+    p = sub.add_parser(
+        "classify", help="zero-shot classify images (files or folders) among your labels"
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("--labels", required=True, help='labels, comma separated ("car,truck,bus")')
+    p.add_argument(
+        "--templates",
+        type=Path,
+        metavar="FILE",
+        help="prompt templates, one per line, with {} for the label",
+    )
+    p.add_argument(
+        "--multi-label", action="store_true", help="score each label on its own against a threshold"
+    )
+    p.add_argument(
+        "--threshold", type=float, default=0.5, help="multi-label threshold (default 0.5)"
+    )
+    p.add_argument("--json", action="store_true", help="print results as JSON")
 
     p = sub.add_parser("status", help="show the library, the models and the settings")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -356,6 +396,162 @@ def cmd_caption(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_classify(args, settings: Settings) -> int:
+    from core.indexing import scan_folder
+    from core.media import IMAGE_EXTENSIONS, UNSUPPORTED_IMAGE_EXTENSIONS
+    from core.models.clip import load_clip
+    from core.zeroshot import (
+        DEFAULT_TEMPLATES,
+        classify,
+        embed_images,
+        parse_labels,
+        parse_templates,
+    )
+
+    files: list[Path] = []
+    for path in args.paths:
+        path = path.expanduser()
+        if path.is_dir():
+            files += [
+                f
+                for f in scan_folder(path)
+                if f.suffix.lower() in IMAGE_EXTENSIONS | UNSUPPORTED_IMAGE_EXTENSIONS
+            ]
+        elif path.exists():
+            files.append(path)
+        else:
+            raise MediaError(path, "no such file or folder")
+    if args.templates is not None:
+        try:
+            templates = parse_templates(args.templates.read_text())
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read templates from {args.templates}: {exc.strerror or exc}"
+            ) from exc
+    else:
+        templates = DEFAULT_TEMPLATES
+    embedder = load_clip(settings)
+    labels, warnings = parse_labels(args.labels, embedder, templates)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    batch = embed_images(embedder, files, batch_size=settings.batch_size)
+    for failed in batch.failed:
+        print(f"failed: {failed.path}: {failed.reason}", file=sys.stderr)
+    if not batch.names:
+        raise MediaError(", ".join(str(p) for p in args.paths), "no image could be read")
+    result = classify(
+        embedder,
+        batch.vectors,
+        labels,
+        templates,
+        multi_label=args.multi_label,
+        threshold=args.threshold,
+    )
+    values = result.scores if result.multi_label else result.probs
+    if args.json:
+        rows = []
+        for i, name in enumerate(batch.names):
+            row = {
+                "path": name,
+                "top": result.labels[int(np.argmax(values[i]))],
+                "scores": dict(zip(result.labels, map(float, values[i].round(6)), strict=True)),
+            }
+            if result.multi_label:
+                row["present"] = list(result.present_labels(i))
+            rows.append(row)
+        print(
+            json.dumps(
+                {
+                    "labels": list(result.labels),
+                    "mode": "multi-label" if result.multi_label else "single-label",
+                    "results": rows,
+                    "failed": [{"path": f.path, "reason": f.reason} for f in batch.failed],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    for i, name in enumerate(batch.names):
+        order = np.argsort(-values[i])[:3]
+        best = ", ".join(f"{result.labels[j]} {values[i][j]:.2f}" for j in order)
+        print(f"{name}: {best}")
+    return 0
+
+
+def cmd_ask(args, settings: Settings) -> int:
+    from core.models.clip import load_clip
+    from core.models.vlm import load_vlm
+    from core.qa import FRAMES, QUESTION, UNIFORM, ask
+
+    if args.frames < 1:
+        raise ConfigError("--frames must be at least 1")
+    video = args.video.expanduser()
+    if not video.is_file():
+        raise MediaError(args.video, "no such file")
+    embedder = load_clip(settings)
+    frames = FRAMES.get(video, embedder, settings)
+    vlm = load_vlm(settings)
+    selection = UNIFORM if args.uniform else QUESTION
+
+    def answer(question: str, history):
+        return ask(
+            vlm,
+            embedder,
+            frames,
+            question,
+            history,
+            n_frames=args.frames,
+            selection=selection,
+            max_new_tokens=settings.vlm_max_tokens,
+        )
+
+    if args.question is not None:
+        result = answer(args.question, ())
+        if args.json:
+            used = [{"timestamp": f.timestamp} for f in result.frames]
+            print(
+                json.dumps(
+                    {
+                        "question": result.question,
+                        "answer": result.text,
+                        "frames": used,
+                        "model": result.model,
+                        "seconds": round(result.seconds, 3),
+                    },
+                    indent=2,
+                )
+            )
+        else:
+            print(result.text)
+            print(_frames_line(result))
+        return 0
+    history: list = []
+    print(f"Ask about {video.name} ({len(frames.images)} frames decoded). Type exit to leave.")
+    while True:
+        try:
+            question = input("Question> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if question.lower() in ("exit", "quit"):
+            return 0
+        if not question:
+            continue
+        try:
+            result = answer(question, history)
+        except FramescopeError as exc:  # the session goes on after a failed question
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        history.append(result)
+        print(result.text)
+        print(_frames_line(result))
+
+
+def _frames_line(result) -> str:
+    times = [format_timestamp(f.timestamp) for f in result.frames if f.timestamp is not None]
+    return f"(frames at {', '.join(times)})" if times else f"({len(result.frames)} images)"
+
+
 def cmd_status(args, settings: Settings) -> int:
     from core.models.clip import resolve_device
     from core.store import Library
@@ -411,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
             "index": cmd_index,
             "search": cmd_search,
             "caption": cmd_caption,
+            "ask": cmd_ask,
+            "classify": cmd_classify,
             "status": cmd_status,
         }[args.command]
         return handler(args, settings)

@@ -42,6 +42,25 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "Salesforce/blip-image-captioning-base",
         "BLIP captioning model: a hub id or a local folder",
     ),
+    "FRAMESCOPE_VLM_MODEL": (
+        "HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+        "local vision-language model for video questions: a hub id or a local folder",
+    ),
+    "FRAMESCOPE_VLM_BASE_URL": (
+        "(none)",
+        "OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp, hosted) for the VLM; setting it selects that backend",
+    ),
+    "FRAMESCOPE_VLM_ENDPOINT_MODEL": ("(none)", "model name sent to the VLM endpoint"),
+    "FRAMESCOPE_VLM_API_KEY": (
+        "(none)",
+        "key for the VLM endpoint (sent as a bearer token; never shown)",
+    ),
+    "FRAMESCOPE_VLM_TIMEOUT": ("120", "seconds to wait for the VLM endpoint"),
+    "FRAMESCOPE_VLM_MAX_TOKENS": ("256", "longest answer, in tokens"),
+    "FRAMESCOPE_VLM_RETRIES": (
+        "2",
+        "retries on connection errors, 429 and 5xx from the VLM endpoint",
+    ),
     "FRAMESCOPE_BATCH_SIZE": ("16", "images per CLIP forward pass when indexing"),
     "FRAMESCOPE_MAX_IMAGE_MB": ("50", "largest image file accepted, in MB"),
     "FRAMESCOPE_MAX_IMAGE_PIXELS": (
@@ -125,6 +144,13 @@ class Settings:
     clip_model: str = "ViT-B-32"
     clip_pretrained: str = "laion2b_s34b_b79k"
     caption_model: str = "Salesforce/blip-image-captioning-base"
+    vlm_model: str = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
+    vlm_base_url: str | None = None
+    vlm_model_name: str | None = None
+    vlm_api_key: str | None = field(default=None, repr=False)  # never printed
+    vlm_timeout: float = 120.0
+    vlm_max_tokens: int = 256
+    vlm_retries: int = 2
     batch_size: int = 16
     max_image_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 100_000_000

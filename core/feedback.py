@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from core.errors import QueryError
 from core.types import Vector, Vectors
@@ -220,8 +222,9 @@ def scope_key(model_key: str, ids) -> str:
 class GraphCache:
     """Small in-memory LRU of kNN graphs per (scope, k), shared by all sessions of the app.
 
-    A graph over 1M frames takes minutes to build and ~150 MB to keep, so refining the same scope
-    again reuses it, and at most `max_graphs` are kept. Concurrent requests for the same scope
+    A graph over 1M frames takes a minute or more to build and ~230 MB to keep (with its
+    propagation operator, see `prepare`), so refining the same scope again reuses it, and at
+    most `max_graphs` are kept. Concurrent requests for the same scope
     wait for one build instead of each building it.
     """
 
@@ -273,6 +276,7 @@ class GraphCache:
                 return graph
             try:
                 graph = build_knn_graph(vectors, k, **build_options)
+                prepare(graph)
             except BaseException:
                 with self._lock:
                     self._building.pop(key, None)
@@ -310,6 +314,46 @@ def normalized_graph(graph: sparse.spmatrix) -> sparse.csr_matrix:
     return w
 
 
+@dataclass(frozen=True)
+class _Operator:
+    """S = normalized_graph(W) with nodes renumbered in `order` (reverse Cuthill-McKee).
+
+    In that order a node's neighbours sit close to it in memory, so the sparse products of the
+    iteration read mostly from cache: ~3.5x faster at 1M nodes, where the scope's own order
+    scatters them over a 4 MB vector.
+    """
+
+    s: sparse.csr_matrix  # (n, n) S[order][:, order]
+    order: NDArray[np.int64]  # (n,) scope positions in the renumbered order
+
+
+_operators: dict[int, _Operator] = {}
+_operators_lock = threading.Lock()
+
+
+def prepare(graph: sparse.spmatrix) -> _Operator:
+    """The propagation operator of `graph`, made once per graph object and kept while it lives.
+
+    Graphs are treated as immutable: change one in place and this goes stale. GraphCache calls
+    this right after a build, so the first refinement of a scope does not pay for it (~1 s at
+    1M frames).
+    """
+    key = id(graph)
+    with _operators_lock:
+        op = _operators.get(key)
+    if op is not None:
+        return op
+    s = normalized_graph(graph)
+    order = reverse_cuthill_mckee(s, symmetric_mode=True).astype(np.int64)
+    op = _Operator(s[order][:, order].tocsr(), order)
+    with _operators_lock:
+        if key not in _operators:
+            _operators[key] = op
+            # ids are reused once an object is gone: forget the operator with its graph
+            weakref.finalize(graph, _operators.pop, key, None)
+        return _operators[key]
+
+
 def propagate(
     graph: sparse.spmatrix, seeds: np.ndarray, alpha: float = ALPHA, iterations: int = ITERATIONS
 ) -> np.ndarray:
@@ -320,15 +364,17 @@ def propagate(
     """
     if not 0.0 < alpha < 1.0:
         raise QueryError(f"alpha must be between 0 and 1 (exclusive), not {alpha}")
-    s = normalized_graph(graph)
-    y = np.asarray(seeds, dtype=np.float32)
+    op = prepare(graph)
+    y = np.asarray(seeds, dtype=np.float32)[op.order]
     static = (1.0 - alpha) * y
     f = y.copy()
     for _ in range(iterations):
-        f = s @ f
+        f = op.s @ f
         f *= alpha
         f += static
-    return f
+    out = np.empty_like(f)
+    out[op.order] = f
+    return out
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -288,3 +289,75 @@ def test_captions_page_bad_video(app_home):
     assert not at.exception
     assert "fake.mp4" in at.error[0].value.replace("\\", "")
     assert Library(app_home).counts()["videos"] == 0
+
+
+def test_qa_page_two_questions_with_frames(app_home, monkeypatch):
+    monkeypatch.setenv("FRAMESCOPE_VLM_MAX_TOKENS", "8")
+    st.cache_resource.clear()
+    _index_video(app_home, IMAGES.parent / "video" / "vtest.avi")
+    at = _run("pages/4_Video_QA.py")
+    assert not at.exception and not at.error
+    at.chat_input[0].set_value("What is happening?").run()
+    assert not at.exception and not at.error
+    at.chat_input[0].set_value("Are pedestrians visible?").run()
+    assert not at.exception and not at.error
+    users = [m for m in at.get("chat_message") if m.proto.name == "user"]
+    assistants = [m for m in at.get("chat_message") if m.proto.name == "assistant"]
+    assert len(users) == 2 and len(assistants) == 2
+    assert "Frames used (8)" in [e.proto.label for e in at.expander]
+    seek = [b for b in at.button if b.proto.icon == ":material/play_arrow:"]
+    assert len(seek) == 16
+    seek[3].click().run()
+    assert at.get("video")[0].proto.start_time > 0
+
+
+def test_qa_page_empty_question_and_bad_video(app_home):
+    at = _run("pages/4_Video_QA.py")
+    at.radio[0].set_value("An uploaded video").run()
+    uploader = next(u for u in at.get("file_uploader") if u.proto.label == "Video file")
+    uploader.set_value(("broken.mp4", b"not a video at all", "video/mp4")).run()
+    assert not at.exception
+    assert "broken.mp4" in at.error[0].value.replace("\\", "")
+
+
+def test_home_never_shows_the_endpoint_key(app_home, monkeypatch):
+    monkeypatch.setenv("FRAMESCOPE_VLM_API_KEY", "sk-secret-123")
+    at = _run("app.py")
+    settings_table = next(d.value for d in at.dataframe if "variable" in d.value.columns)
+    row = settings_table[settings_table["variable"] == "FRAMESCOPE_VLM_API_KEY"].iloc[0]
+    assert row["value"] == "(set, hidden)"
+    assert "sk-secret-123" not in settings_table.to_string()
+
+
+def test_zero_shot_page_preset_heatmap_and_map(app_home):
+    at = _run("pages/2_Zero_Shot.py")
+    assert not at.exception
+    uploader = next(u for u in at.get("file_uploader") if u.proto.label == "Images")
+    uploader.set_value(
+        [
+            ("road1.jpg", (IMAGES / "dashcam_solidWhiteRight.jpg").read_bytes(), "image/jpeg"),
+            ("road2.jpg", (IMAGES / "dashcam_whiteCarLaneSwitch.jpg").read_bytes(), "image/jpeg"),
+            ("broken.jpg", b"not an image", "image/jpeg"),
+        ]
+    ).run()
+    at.selectbox[0].set_value("road scene").run()
+    next(b for b in at.button if b.label == "Classify").click().run()
+    assert not at.exception and not at.error
+    assert any("broken.jpg" in w.value.replace("\\", "") for w in at.warning)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # the image x label heatmap and the per-image bars
+    heat = json.loads(charts[0].proto.spec)["data"][0]
+    assert heat["type"] == "heatmap" and heat["z"]["shape"] == "2, 12"  # 2 images x the 12 road labels
+    table = next(d.value for d in at.dataframe if "cosine" in d.value.columns)
+    assert abs(table.iloc[:, 1].sum() - 1.0) < 1e-3  # probabilities over the labels
+    next(s for s in at.selectbox if s.label == "Method").set_value("occlusion").run()
+    assert not at.exception and not at.error
+
+
+def test_zero_shot_page_one_label_says_why(app_home):
+    at = _run("pages/2_Zero_Shot.py")
+    uploader = next(u for u in at.get("file_uploader") if u.proto.label == "Images")
+    uploader.set_value(("a.jpg", (IMAGES / "apple.jpg").read_bytes(), "image/jpeg")).run()
+    next(t for t in at.text_area if t.label.startswith("Labels")).input("apple").run()
+    next(b for b in at.button if b.label == "Classify").click().run()
+    assert "multi-label" in at.error[0].value.replace("\\", "")

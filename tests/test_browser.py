@@ -194,3 +194,56 @@ def test_caption_a_video(app_url, browser, tmp_path):
     shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
     page.screenshot(path=str(shots / "captions.png"), full_page=True)
     page.close()
+
+
+def test_ask_two_questions_about_a_video(app_url, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(240_000)
+    page.goto(f"{app_url}/Video_QA")
+    page.get_by_text("An uploaded video").click()
+    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Video file")
+    uploader.locator("input[type=file]").set_input_files(str(MEDIA / "video" / "vtest.avi"))
+    chat = page.get_by_test_id("stChatInputTextArea")
+    expect(chat).to_be_enabled()
+    for number, question in enumerate(["What is happening?", "Are pedestrians visible?"], 1):
+        chat.fill(question)
+        chat.press("Enter")
+        expect(page.get_by_test_id("stChatMessage")).to_have_count(2 * number)
+    expect(page.get_by_text(re.compile(r"Frames used \(8\)"))).to_have_count(2)
+    frames = page.get_by_test_id("stExpander").last.get_by_test_id("stImage")
+    expect(frames).to_have_count(8)
+    shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
+    page.screenshot(path=str(shots / "video-qa.png"), full_page=True)
+    page.close()
+
+
+def test_zero_shot_two_dashcam_images(app_url, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.set_default_timeout(180_000)
+    page.goto(f"{app_url}/Zero_Shot")
+    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Images")
+    images = [
+        str(MEDIA / "images" / "dashcam_solidWhiteRight.jpg"),
+        str(MEDIA / "images" / "dashcam_solidYellowLeft.jpg"),
+    ]
+    uploader.locator("input[type=file]").set_input_files(images)
+    expect(uploader.get_by_text(re.compile(r"owLeft\.jpg"))).to_be_visible()
+    page.get_by_test_id("stSelectbox").filter(has_text="Preset labels").click()
+    page.get_by_role("option", name="road scene").click()
+    expect(page.get_by_label("Labels (comma or line separated)")).to_have_value(
+        re.compile("pedestrian")
+    )
+    page.get_by_role("button", name="Classify").click()
+    expect(page.get_by_role("heading", name="Image × label heatmap")).to_be_visible()
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    expect(
+        page.get_by_text(re.compile("forward passes"))
+    ).to_be_visible()  # the where-in-the-image map
+    expect(page.get_by_test_id("stImage").locator("img")).to_have_count(1)
+    shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
+    page.screenshot(path=str(shots / "zero-shot.png"), full_page=True)
+    page.close()

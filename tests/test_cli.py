@@ -198,3 +198,34 @@ def test_missing_local_weights_file(tmp_path):
     )
     assert "weights.pt does not exist" in err
     assert "--profile tiny" in err
+
+
+def test_classify_prints_labels_and_reports_bad_files(tmp_path, shared_images):
+    folder = tmp_path / "shots"
+    copy_images(small_images(shared_images, 3), folder)
+    (folder / "broken.jpg").write_text("not an image")
+    result = run_cli(
+        ["classify", folder, "--labels", "car, truck, bus, Car", "--json"], tmp_path / "home"
+    )
+    data = json.loads(ok(result))
+    assert data["labels"] == ["car", "truck", "bus"] and data["mode"] == "single-label"
+    assert len(data["results"]) == 3
+    for row in data["results"]:
+        assert abs(sum(row["scores"].values()) - 1.0) < 1e-4 and row["top"] == max(
+            row["scores"], key=row["scores"].get
+        )
+    assert [f["path"].endswith("broken.jpg") for f in data["failed"]] == [True]
+    assert "duplicate label 'Car'" in result.stderr
+    multi = json.loads(
+        ok(
+            run_cli(
+                ["classify", folder, "--labels", "car", "--multi-label", "--json"],
+                tmp_path / "home",
+            )
+        )
+    )
+    assert multi["mode"] == "multi-label" and all("present" in r for r in multi["results"])
+    one = run_cli(["classify", folder, "--labels", "car"], tmp_path / "home")
+    assert one.returncode == 1 and "multi-label" in one.stderr and "Traceback" not in one.stderr
+    none = run_cli(["classify", folder, "--labels", " , "], tmp_path / "home")
+    assert none.returncode == 1 and "label" in none.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import warnings
 
@@ -303,6 +304,17 @@ def test_graph_cache_builds_once_under_concurrent_sessions(planted):
         t.join()
     assert cache.builds == 1
     assert all(r is results[0] for r in results)
+
+
+def test_propagation_operator_is_made_once_per_graph_and_freed_with_it(planted):
+    graph = fb.build_knn_graph(planted[0][:100], 5)
+    op = fb.prepare(graph)
+    assert fb.prepare(graph) is op
+    assert sorted(op.order.tolist()) == list(range(100))
+    key = id(graph)
+    del graph
+    gc.collect()
+    assert key not in fb._operators
 
 
 def test_scope_key_ignores_order_but_not_content():

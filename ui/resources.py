@@ -33,5 +33,15 @@ def get_captioner() -> Captioner:
     return load_captioner(get_settings())
 
 
+@st.cache_resource(
+    show_spinner="Loading the vision-language model (first use downloads its weights)…"
+)
+def get_vlm():
+    """The local VLM, or the OpenAI-compatible endpoint when FRAMESCOPE_VLM_BASE_URL is set."""
+    from core.models.vlm import load_vlm
+
+    return load_vlm(get_settings())
+
+
 def get_indexer() -> Indexer:
     return Indexer(get_library(), get_embedder(), get_settings())

@@ -1,0 +1,336 @@
+"""Zero-shot classification: what CLIP thinks an image shows, among your labels, why, and where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.errors import FramescopeError
+from core.media import VideoLimits, load_image
+from core.types import format_timestamp
+from core.zeroshot import (
+    DEFAULT_TEMPLATES,
+    LABEL_PRESETS,
+    WHERE_METHODS,
+    classify,
+    classify_folder,
+    classify_video,
+    embed_images,
+    label_embeddings,
+    overlay,
+    parse_labels,
+    parse_templates,
+    to_csv,
+    where_map,
+    where_map_cost,
+)
+from ui.components import page_header, plain, show_error
+from ui.resources import get_embedder, get_indexer, get_library, get_settings
+
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
+VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
+SOURCES = ["Upload images", "Images in the library", "Video frames", "A folder (batch)"]
+
+st.set_page_config(page_title="Zero-shot · Framescope", page_icon=":material/label:", layout="wide")
+settings = get_settings()
+page_header("Zero-shot classification", settings)
+library = get_library()
+try:
+    embedder = get_embedder()
+except FramescopeError as exc:
+    show_error(exc)
+    st.stop()
+
+sources = SOURCES if settings.mode == "local" else SOURCES[:3]
+source = st.radio("Images from", sources, horizontal=True)
+uploads, records, video_path, folder = [], [], None, ""
+if source == "Upload images":
+    uploads = (
+        st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="zs-images")
+        or []
+    )
+elif source == "Images in the library":
+    names = [c.name for c in library.collections() if c.images]
+    chosen = st.multiselect("Collections", names, default=names[:1])
+    records = [
+        m for m in library.media(status="ok") if m.kind == "image" and m.collection in chosen
+    ][:500]
+    st.caption(f"{len(records)} images (at most 500)")
+elif source == "Video frames":
+    videos = library.videos()
+    upload = st.file_uploader(
+        "Video file (or pick one from the library below)", type=VIDEO_TYPES, key="zs-video"
+    )
+    if upload is not None:
+        video_path = get_indexer().save_upload(upload.name, upload.getvalue())
+    elif videos:
+        record = st.selectbox("Video in the library", videos, format_func=lambda v: v.name)
+        video_path = Path(record.path)
+    every = st.number_input("Seconds between frames", 0.1, 600.0, 1.0, 0.5)
+else:
+    folder = st.text_input(
+        "Folder (sub-folders named like labels give accuracy and a confusion matrix)",
+        placeholder="/home/me/labelled",
+    )
+
+c1, c2 = st.columns([1, 2])
+preset = c1.selectbox("Preset labels", ["(none)", *LABEL_PRESETS])
+default_labels = ", ".join(LABEL_PRESETS[preset]) if preset != "(none)" else ""
+labels_text = c2.text_area(
+    "Labels (comma or line separated)", value=default_labels, key=f"zs-labels-{preset}", height=80
+)
+with st.expander("Prompt templates (ensembled: each label's vector is the mean over templates)"):
+    templates_text = st.text_area(
+        "One template per line; {} is the label", "\n".join(DEFAULT_TEMPLATES), height=200
+    )
+m1, m2 = st.columns(2)
+multi_label = m1.radio("Mode", ["Single label", "Multi-label"], horizontal=True) == "Multi-label"
+threshold = m2.slider("Multi-label threshold", 0.0, 1.0, 0.5, 0.05, disabled=not multi_label)
+
+if st.button("Classify", type="primary", icon=":material/label:"):
+    try:
+        templates = parse_templates(templates_text)
+        labels, warnings = parse_labels(labels_text, embedder, templates)
+        for warning in warnings:
+            st.warning(plain(warning))
+        state: dict = {"labels": labels, "templates": templates, "source": source}
+        if source == "Video frames":
+            if video_path is None:
+                raise FramescopeError("pick or upload a video first")
+            limits = VideoLimits(
+                max_duration_s=settings.max_video_seconds,
+                max_pixels=settings.max_video_pixels,
+                max_bytes=settings.max_video_bytes,
+            )
+            with st.spinner("Sampling and classifying frames…"):
+                state["video"] = classify_video(
+                    embedder,
+                    video_path,
+                    labels,
+                    templates,
+                    every=every,
+                    multi_label=multi_label,
+                    threshold=threshold,
+                    limits=limits,
+                )
+        elif source == "A folder (batch)":
+            with st.spinner("Classifying the folder…"):
+                settings.check_folder_allowed(Path(folder).expanduser())
+                state["folder"] = classify_folder(
+                    embedder,
+                    Path(folder).expanduser(),
+                    labels,
+                    templates,
+                    multi_label=multi_label,
+                    threshold=threshold,
+                )
+        else:
+            if source == "Upload images":
+                items = []
+                failed = []
+                for u in uploads:
+                    try:
+                        items.append(
+                            (
+                                u.name,
+                                load_image(
+                                    u.getvalue(),
+                                    name=u.name,
+                                    max_bytes=settings.max_image_bytes,
+                                    max_pixels=settings.max_image_pixels,
+                                ).image,
+                            )
+                        )
+                    except FramescopeError as exc:
+                        failed.append(str(exc))
+            else:
+                items, failed = [], []
+                for r in records:
+                    try:
+                        items.append(
+                            (
+                                r.name,
+                                load_image(
+                                    Path(r.path),
+                                    name=r.name,
+                                    max_bytes=settings.max_image_bytes,
+                                    max_pixels=settings.max_image_pixels,
+                                ).image,
+                            )
+                        )
+                    except FramescopeError as exc:
+                        failed.append(str(exc))
+            if not items:
+                raise FramescopeError(
+                    "no usable image: " + ("; ".join(failed) if failed else "add some images first")
+                )
+            batch = embed_images(embedder, [im for _, im in items])
+            state["names"] = [n for n, _ in items]
+            state["images"] = [im.copy() for _, im in items]
+            for im in state["images"]:
+                im.thumbnail((768, 768))
+            state["result"] = classify(
+                embedder,
+                batch.vectors,
+                labels,
+                templates,
+                multi_label=multi_label,
+                threshold=threshold,
+            )
+            state["failed"] = failed
+        st.session_state["zeroshot"] = state
+    except FramescopeError as exc:
+        st.session_state.pop("zeroshot", None)
+        show_error(exc)
+
+state = st.session_state.get("zeroshot")
+if state and "result" in state:
+    result, names = state["result"], state["names"]
+    for reason in state.get("failed", []):
+        st.warning(plain(reason))
+    values = result.scores if result.multi_label else result.probs
+    what = "score (label on its own)" if result.multi_label else "probability"
+    st.subheader("Image × label heatmap")
+    heat = go.Figure(
+        go.Heatmap(
+            z=result.cosine,
+            x=list(result.labels),
+            y=[f"{i + 1}. {n}" for i, n in enumerate(names)],
+            texttemplate="%{z:.3f}",
+            colorscale="Viridis",
+            colorbar={"title": "cosine"},
+        )
+    )
+    heat.update_layout(
+        height=120 + 40 * len(names),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        yaxis={"autorange": "reversed"},
+    )
+    st.plotly_chart(heat, key="zs-heat")
+    st.download_button(
+        "Export CSV",
+        to_csv(names, result),
+        "framescope-zeroshot.csv",
+        "text/csv",
+        icon=":material/download:",
+    )
+
+    st.subheader("Per image")
+    pick = st.selectbox("Image", range(len(names)), format_func=lambda i: f"{i + 1}. {names[i]}")
+    left, right = st.columns(2)
+    order = np.argsort(-values[pick])
+    bars = px.bar(
+        x=values[pick][order],
+        y=[result.labels[j] for j in order],
+        orientation="h",
+        labels={"x": what, "y": ""},
+    )
+    bars.update_layout(
+        height=80 + 28 * len(result.labels),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        yaxis={"autorange": "reversed"},
+    )
+    right.plotly_chart(bars, key="zs-bars")
+    right.dataframe(
+        pd.DataFrame(
+            {
+                "label": [result.labels[j] for j in order],
+                what: values[pick][order].round(4),
+                "cosine": result.cosine[pick][order].round(4),
+            }
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    w1, w2, w3 = left.columns(3)
+    label = w1.selectbox("Where is", result.labels, index=int(order[0]))
+    method = w2.selectbox(
+        "Method",
+        WHERE_METHODS,
+        help="patch: similarity of each patch token (1 forward pass); occlusion: drop in similarity when each cell is hidden (49 passes).",
+    )
+    opacity = w3.slider("Opacity", 0.0, 1.0, 0.5, 0.05)
+    try:
+        vector = label_embeddings(embedder, result.labels, result.templates)[
+            result.labels.index(label)
+        ]
+        key = ("zs-map", pick, label, method, result.labels, result.templates)
+        if st.session_state.get("zs-map-key") != key:
+            st.session_state["zs-map"] = where_map(embedder, state["images"][pick], vector, method)
+            st.session_state["zs-map-key"] = key
+        left.image(
+            overlay(state["images"][pick], st.session_state["zs-map"], opacity),
+            caption=f"where “{label}” matches ({method}, {where_map_cost(method)} forward passes)",
+            width="stretch",
+        )
+    except FramescopeError as exc:
+        show_error(exc)
+
+if state and "video" in state:
+    frames = state["video"]
+    c = frames.classification
+    values = c.scores if c.multi_label else c.probs
+    data = pd.DataFrame(values, columns=list(c.labels))
+    data["seconds"] = frames.timestamps
+    chart = px.line(
+        data.melt(id_vars="seconds", var_name="label", value_name="probability"),
+        x="seconds",
+        y="probability",
+        color="label",
+    )
+    chart.update_layout(
+        height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10}, title="Each label over time"
+    )
+    st.plotly_chart(chart, key="zs-video")
+    if frames.truncated:
+        st.warning(plain(frames.truncated))
+    st.download_button(
+        "Export CSV",
+        to_csv([format_timestamp(t) for t in frames.timestamps], c),
+        "framescope-zeroshot-video.csv",
+        "text/csv",
+        icon=":material/download:",
+    )
+
+if state and "folder" in state:
+    batch = state["folder"]
+    st.download_button(
+        "Export CSV",
+        batch.to_csv(),
+        "framescope-zeroshot-folder.csv",
+        "text/csv",
+        icon=":material/download:",
+    )
+    for failed in batch.failed:
+        st.warning(plain(f"{failed.path}: {failed.reason}"))
+    evaluation = batch.evaluate()
+    if evaluation.evaluated:
+        st.metric(
+            "Accuracy",
+            f"{evaluation.accuracy:.1%}",
+            help=f"{evaluation.evaluated} images in folders named like labels; {evaluation.skipped} others not counted",
+        )
+        st.dataframe(
+            pd.DataFrame([{"label": k, "recall": v} for k, v in evaluation.recall.items()]),
+            hide_index=True,
+        )
+        confusion = px.imshow(
+            evaluation.confusion,
+            x=list(evaluation.labels),
+            y=list(evaluation.labels),
+            text_auto=True,
+            labels={"x": "predicted", "y": "true"},
+        )
+        st.plotly_chart(confusion, key="zs-confusion")
+    else:
+        st.info("No sub-folder is named like a label, so there is no accuracy to show.")
+    st.dataframe(
+        pd.DataFrame({"path": batch.paths, "top label": batch.classification.top_labels}),
+        hide_index=True,
+        width="stretch",
+    )
