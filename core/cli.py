@@ -177,6 +177,37 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print results as JSON")
 
+    p = sub.add_parser(
+        "summarize", help="summarize a video from a URL (yt-dlp) or a file: chapters with times"
+    )
+    p.add_argument("source", metavar="URL_OR_PATH")
+    p.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="length of each described chunk (default 30)",
+    )
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=4,
+        metavar="N",
+        help="frames per chunk shown to the VLM (default 4)",
+    )
+    p.add_argument(
+        "--context",
+        action="store_true",
+        help="describe each chunk with a rolling context of what came before",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write summary.md, summary.json and chunks.csv there",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
     p = sub.add_parser("status", help="show the library, the models and the settings")
     p.add_argument("--json", action="store_true", help="print as JSON")
     return parser
@@ -552,6 +583,82 @@ def _frames_line(result) -> str:
     return f"(frames at {', '.join(times)})" if times else f"({len(result.frames)} images)"
 
 
+def cmd_summarize(args, settings: Settings) -> int:
+    from core.media import VideoLimits, probe_video
+    from core.models.llm import load_llm
+    from core.models.vlm import load_vlm
+    from core.store import Library
+    from core.summarize import CONTEXT, INDEPENDENT, descriptions_csv, summarize_video, to_markdown
+
+    if args.chunk_seconds <= 0 or args.frames < 1:
+        raise ConfigError("--chunk-seconds must be positive and --frames at least 1")
+    library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
+    title, cues = "", ()
+    if args.source.startswith(("http://", "https://")) or "://" in args.source:
+        from core.fetch import fetch_video
+
+        fetched = fetch_video(
+            args.source,
+            settings,
+            progress=lambda done, total, message: print(
+                f"\r{message}".ljust(60), end="", file=sys.stderr
+            ),
+        )
+        print(file=sys.stderr)
+        path, title, cues = fetched.path, fetched.title, fetched.cues
+    else:
+        path = Path(args.source).expanduser()
+        if not path.is_file():
+            raise MediaError(args.source, "no such file")
+    limits = VideoLimits(
+        max_duration_s=settings.max_video_seconds,
+        max_pixels=settings.max_video_pixels,
+        max_bytes=settings.max_video_bytes,
+    )
+    info = probe_video(path, limits)
+    vlm, llm = load_vlm(settings), load_llm(settings)
+
+    def progress(stage: str, done: int, total: int, message: str) -> None:
+        print(f"[{stage} {done}/{total}] {message}", file=sys.stderr)
+
+    try:
+        summary = summarize_video(
+            path,
+            info,
+            vlm,
+            llm,
+            library,
+            title=title,
+            source=args.source,
+            cues=cues,
+            chunk_seconds=args.chunk_seconds,
+            frames_per_chunk=args.frames,
+            mode=CONTEXT if args.context else INDEPENDENT,
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        print(
+            "\nInterrupted: chunk descriptions so far are kept; run the same command to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    if args.out is not None:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "summary.md").write_text(to_markdown(summary))
+            (args.out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+            (args.out / "chunks.csv").write_text(descriptions_csv(summary))
+        except OSError as exc:
+            raise ConfigError(f"cannot write to {args.out}: {exc.strerror or exc}") from exc
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return 0
+    print(f"{summary.title}\n\n{summary.short}\n")
+    for chapter in summary.chapters:
+        print(f"{chapter.citation} {chapter.title}\n    {chapter.summary}")
+    return 0
+
+
 def cmd_status(args, settings: Settings) -> int:
     from core.models.clip import resolve_device
     from core.store import Library
@@ -609,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
             "caption": cmd_caption,
             "ask": cmd_ask,
             "classify": cmd_classify,
+            "summarize": cmd_summarize,
             "status": cmd_status,
         }[args.command]
         return handler(args, settings)

@@ -61,6 +61,19 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "2",
         "retries on connection errors, 429 and 5xx from the VLM endpoint",
     ),
+    "FRAMESCOPE_LLM_MODEL": (
+        "Qwen/Qwen2.5-1.5B-Instruct",
+        "local text model that reconciles chunk descriptions into summaries: a hub id or a local folder",
+    ),
+    "FRAMESCOPE_LLM_BASE_URL": (
+        "(none)",
+        "OpenAI-compatible endpoint for the text model; setting it selects that backend",
+    ),
+    "FRAMESCOPE_LLM_MODEL_NAME": (
+        "(none)",
+        "model name sent to the text-model endpoint (default: FRAMESCOPE_LLM_MODEL)",
+    ),
+    "FRAMESCOPE_LLM_API_KEY": ("(none)", "key for the text-model endpoint (never shown)"),
     "FRAMESCOPE_BATCH_SIZE": ("16", "images per CLIP forward pass when indexing"),
     "FRAMESCOPE_MAX_IMAGE_MB": ("50", "largest image file accepted, in MB"),
     "FRAMESCOPE_MAX_IMAGE_PIXELS": (
@@ -151,6 +164,10 @@ class Settings:
     vlm_timeout: float = 120.0
     vlm_max_tokens: int = 256
     vlm_retries: int = 2
+    llm_model: str = "Qwen/Qwen2.5-1.5B-Instruct"
+    llm_base_url: str | None = None
+    llm_model_name: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)  # never printed
     batch_size: int = 16
     max_image_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 100_000_000

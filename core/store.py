@@ -79,6 +79,24 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX embeddings_of_images ON embeddings(model_key, media_id) WHERE frame_id IS NULL;
     CREATE UNIQUE INDEX embeddings_of_frames ON embeddings(model_key, frame_id) WHERE frame_id IS NOT NULL;
     CREATE INDEX embeddings_by_media ON embeddings(media_id);
+    CREATE TABLE chunk_descriptions(
+        video TEXT NOT NULL,
+        chunking TEXT NOT NULL,
+        chunk INTEGER NOT NULL,
+        model_key TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        start REAL NOT NULL,
+        end REAL NOT NULL,
+        text TEXT NOT NULL,
+        PRIMARY KEY(video, chunking, chunk, model_key, mode)
+    );
+    CREATE TABLE summaries(
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        title TEXT,
+        created REAL NOT NULL,
+        data TEXT NOT NULL
+    );
     CREATE TABLE captions(
         frame_id INTEGER NOT NULL REFERENCES frames(id) ON DELETE CASCADE,
         model_key TEXT NOT NULL,
@@ -672,6 +690,56 @@ class Library:
             )
             out.update({r[0]: r[1] for r in rows})
         return out
+
+    def chunk_descriptions(
+        self, video: str, chunking: str, model_key: str, mode: str
+    ) -> dict[int, str]:
+        """Cached descriptions of a video's chunks: {chunk index: text}."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT chunk, text FROM chunk_descriptions WHERE video = ? AND chunking = ? AND model_key = ? AND mode = ?",
+                (video, chunking, model_key, mode),
+            )
+            .fetchall()
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def add_chunk_description(
+        self,
+        video: str,
+        chunking: str,
+        model_key: str,
+        mode: str,
+        chunk: int,
+        start: float,
+        end: float,
+        text: str,
+    ) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO chunk_descriptions(video, chunking, chunk, model_key, mode, start, end, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (video, chunking, chunk, model_key, mode, start, end, text),
+            )
+
+    def add_summary(self, source: str, title: str | None, data: str) -> int:
+        with self._transaction() as conn:
+            return conn.execute(
+                "INSERT INTO summaries(source, title, created, data) VALUES (?, ?, ?, ?)",
+                (source, title, time.time(), data),
+            ).lastrowid
+
+    def summaries(self, limit: int = 50) -> list[tuple[int, str, str | None, float, str]]:
+        """Stored summaries, newest first: (id, source, title, created, JSON)."""
+        return [
+            tuple(r)
+            for r in self._conn()
+            .execute(
+                "SELECT id, source, title, created, data FROM summaries ORDER BY id DESC LIMIT ?",
+                (limit,),
+            )
+            .fetchall()
+        ]
 
     def finish_video(self, media_id: int, note: str | None = None) -> None:
         with self._transaction() as conn:

@@ -347,7 +347,9 @@ def test_zero_shot_page_preset_heatmap_and_map(app_home):
     charts = at.get("plotly_chart")
     assert len(charts) == 2  # the image x label heatmap and the per-image bars
     heat = json.loads(charts[0].proto.spec)["data"][0]
-    assert heat["type"] == "heatmap" and heat["z"]["shape"] == "2, 12"  # 2 images x the 12 road labels
+    assert (
+        heat["type"] == "heatmap" and heat["z"]["shape"] == "2, 12"
+    )  # 2 images x the 12 road labels
     table = next(d.value for d in at.dataframe if "cosine" in d.value.columns)
     assert abs(table.iloc[:, 1].sum() - 1.0) < 1e-3  # probabilities over the labels
     next(s for s in at.selectbox if s.label == "Method").set_value("occlusion").run()
@@ -361,3 +363,29 @@ def test_zero_shot_page_one_label_says_why(app_home):
     next(t for t in at.text_area if t.label.startswith("Labels")).input("apple").run()
     next(b for b in at.button if b.label == "Classify").click().run()
     assert "multi-label" in at.error[0].value.replace("\\", "")
+
+
+def test_summary_page_upload_chapters_and_exports(app_home):
+    at = _run("pages/5_Video_Summary.py")
+    assert not at.exception and not at.error
+    at.radio[0].set_value("Upload a file").run()
+    uploader = next(u for u in at.get("file_uploader") if u.proto.label == "Video file")
+    evil = "[click](http://evil.example) ![x](http://evil.example/a.png).mp4"
+    uploader.set_value(
+        (evil, (IMAGES.parent / "video" / "box.mp4").read_bytes(), "video/mp4")
+    ).run()
+    next(n for n in at.number_input if n.label == "Seconds per chunk").set_value(8.0)
+    next(n for n in at.number_input if n.label == "Frames per chunk").set_value(1)
+    next(b for b in at.button if b.label == "Summarize").click().run()
+    assert not at.exception and not at.error
+    assert (
+        at.text[0].value == "[click](http://evil.example) ![x](http://evil.example/a.png)"
+    )  # shown as text
+    assert all("](http" not in m.value for m in at.markdown)
+    chapters = [b for b in at.button if b.proto.icon == ":material/play_arrow:"]
+    assert chapters and chapters[0].label.startswith("0:00.0-")
+    chapters[-1].click().run()
+    assert at.get("video")[0].proto.start_time >= 0
+    labels = {d.proto.label for d in at.get("download_button")}
+    assert labels == {"Markdown", "JSON", "Chunks CSV"}
+    assert len(Library(app_home).summaries()) == 1

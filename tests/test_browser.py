@@ -185,7 +185,7 @@ def test_caption_a_video(app_url, browser, tmp_path):
     button = page.get_by_role("button", name="Caption video")
     expect(button).to_be_enabled()
     button.click()
-    page.get_by_text(re.compile(r"box\.mp4 · 8 frames · \d+ segments")).wait_for()
+    page.get_by_text(re.compile(r"box\.mp4 · 8 frames · \d+ segments")).wait_for()  # waits up to 180 s
     expect(page.get_by_role("heading", name="Segments")).to_be_visible()
     frames = page.get_by_test_id("stImage").locator("img")
     expect(frames).to_have_count(8)
@@ -206,11 +206,11 @@ def test_ask_two_questions_about_a_video(app_url, browser, tmp_path):
     uploader = page.get_by_test_id("stFileUploader").filter(has_text="Video file")
     uploader.locator("input[type=file]").set_input_files(str(MEDIA / "video" / "vtest.avi"))
     chat = page.get_by_test_id("stChatInputTextArea")
-    expect(chat).to_be_enabled()
+    expect(chat).to_be_enabled(timeout=180_000)
     for number, question in enumerate(["What is happening?", "Are pedestrians visible?"], 1):
         chat.fill(question)
         chat.press("Enter")
-        expect(page.get_by_test_id("stChatMessage")).to_have_count(2 * number)
+        expect(page.get_by_test_id("stChatMessage")).to_have_count(2 * number, timeout=180_000)
     expect(page.get_by_text(re.compile(r"Frames used \(8\)"))).to_have_count(2)
     frames = page.get_by_test_id("stExpander").last.get_by_test_id("stImage")
     expect(frames).to_have_count(8)
@@ -246,4 +246,29 @@ def test_zero_shot_two_dashcam_images(app_url, browser, tmp_path):
     expect(page.get_by_test_id("stImage").locator("img")).to_have_count(1)
     shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
     page.screenshot(path=str(shots / "zero-shot.png"), full_page=True)
+    page.close()
+
+
+def test_summarize_an_uploaded_video(app_url, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(240_000)
+    page.goto(f"{app_url}/Video_Summary")
+    page.get_by_text("Upload a file").click()
+    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Video file")
+    uploader.locator("input[type=file]").set_input_files(str(MEDIA / "video" / "box.mp4"))
+    seconds = page.get_by_label("Seconds per chunk")
+    seconds.fill("8")
+    seconds.press("Enter")
+    button = page.get_by_role("button", name="Summarize")
+    expect(button).to_be_enabled()
+    button.click()
+    expect(page.get_by_role("heading", name="Chapters")).to_be_visible(timeout=240_000)
+    chapter = page.get_by_role("button", name=re.compile(r"0:00\.0-0:"))
+    expect(chapter.first).to_be_visible()
+    expect(page.get_by_test_id("stVideo")).to_have_count(1)
+    expect(page.get_by_role("button", name="Markdown")).to_be_visible()
+    shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
+    page.screenshot(path=str(shots / "summary.png"), full_page=True)
     page.close()

@@ -43,5 +43,13 @@ def get_vlm():
     return load_vlm(get_settings())
 
 
+@st.cache_resource(show_spinner="Loading the text model (first use downloads its weights)…")
+def get_llm():
+    """The local text LLM, or the OpenAI-compatible endpoint when FRAMESCOPE_LLM_BASE_URL is set."""
+    from core.models.llm import load_llm
+
+    return load_llm(get_settings())
+
+
 def get_indexer() -> Indexer:
     return Indexer(get_library(), get_embedder(), get_settings())

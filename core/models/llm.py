@@ -1,0 +1,134 @@
+"""The text LLM that reconciles chunk descriptions into summaries: local transformers or an endpoint."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import torch
+
+from core.config import Settings
+from core.errors import ModelUnavailable
+from core.models.clip import resolve_device, ways_out
+
+log = logging.getLogger(__name__)
+
+
+class LocalLlm:
+    """A causal LM with a chat template, run with transformers; thread-safe."""
+
+    def __init__(
+        self, model, tokenizer, *, name: str, key: str, device: str, real_weights: bool
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.key = key
+        self.device = device
+        self.real_weights = real_weights
+        self.context_tokens = int(getattr(model.config, "max_position_embeddings", 4096))
+        self._lock = threading.Lock()
+
+    def complete(self, system: str, user: str, *, max_new_tokens: int = 256) -> str:
+        """The model's reply to one user message under a system prompt (bounded length)."""
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        with self._lock, torch.inference_mode():
+            ids = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+            ids = {k: v.to(self.device) for k, v in ids.items()}
+            # Random (tiny) weights end at once or repeat one token forever; they are made to say
+            # something (no repeats, a few tokens at least) so the flow shows. Real weights are not.
+            extra = (
+                {}
+                if self.real_weights
+                else {"min_new_tokens": min(8, max_new_tokens), "no_repeat_ngram_size": 1}
+            )
+            out = self.model.generate(
+                **ids,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **extra,
+            )
+            text = self.tokenizer.decode(
+                out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+        return " ".join(text.split())
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text).input_ids)
+
+
+class EndpointLlm:
+    """An OpenAI-compatible chat endpoint used as the text LLM (no images)."""
+
+    def __init__(self, endpoint, *, context_tokens: int = 8192) -> None:
+        self.endpoint = endpoint
+        self.name = endpoint.name
+        self.key = endpoint.key
+        self.real_weights = True
+        self.context_tokens = context_tokens
+
+    def complete(self, system: str, user: str, *, max_new_tokens: int = 256) -> str:
+        return self.endpoint.answer([], user, (), max_new_tokens=max_new_tokens, system=system)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4 + 1  # a common estimate; endpoints do not expose their tokenizer
+
+
+def load_llm(settings: Settings):
+    """The LLM the settings ask for: the endpoint when FRAMESCOPE_LLM_BASE_URL is set, else local
+    (Qwen2.5-1.5B-Instruct by default; a tiny offline model with the `tiny` profile).
+
+    Raises:
+        ModelUnavailable: the weights cannot be had; the message says why and the ways out.
+    """
+    if settings.llm_base_url:
+        from core.models.vlm import EndpointVlm
+
+        endpoint = EndpointVlm(
+            base_url=settings.llm_base_url,
+            model=settings.llm_model_name or settings.llm_model,
+            api_key=settings.llm_api_key,
+            timeout=settings.vlm_timeout,
+            retries=settings.vlm_retries,
+        )
+        return EndpointLlm(endpoint)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(settings.device)
+    if settings.profile == "tiny":
+        from core.models.tiny import TINY_LLM_VERSION, tiny_llm_dir
+
+        source, key, real = (
+            str(tiny_llm_dir(settings.model_cache)),
+            f"llm/tiny/{TINY_LLM_VERSION}",
+            False,
+        )
+    else:
+        source, real = settings.llm_model, True
+        if Path(source).expanduser().is_dir():
+            source = str(Path(source).expanduser().resolve())
+        key = f"llm/{source}"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source).to(device)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelUnavailable(
+            f"Cannot load the text model '{source}': {reason}. "
+            + ways_out(
+                "FRAMESCOPE_LLM_MODEL (a local folder), or set FRAMESCOPE_LLM_BASE_URL to an OpenAI-compatible endpoint"
+            )
+        ) from exc
+    log.info("loaded LLM %s on %s", source, device)
+    return LocalLlm(
+        model,
+        tokenizer,
+        name=settings.llm_model if real else "framescope-tiny-llm",
+        key=key,
+        device=device,
+        real_weights=real,
+    )
