@@ -74,6 +74,18 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "model name sent to the text-model endpoint (default: FRAMESCOPE_LLM_MODEL)",
     ),
     "FRAMESCOPE_LLM_API_KEY": ("(none)", "key for the text-model endpoint (never shown)"),
+    "FRAMESCOPE_FETCH_HOSTS": (
+        "(any public host)",
+        "hosts videos may be fetched from, comma separated (their subdomains too); set it in shared deployments",
+    ),
+    "FRAMESCOPE_FETCH_MAX_MB": ("2048", "largest download, in MB (stopped while downloading)"),
+    "FRAMESCOPE_FETCH_MAX_MINUTES": ("240", "longest video fetched, in minutes"),
+    "FRAMESCOPE_FETCH_MAX_HEIGHT": ("720", "highest video resolution fetched (lines)"),
+    "FRAMESCOPE_FETCH_TIMEOUT": ("60", "seconds per network operation when fetching"),
+    "FRAMESCOPE_FETCH_ALLOW_LOOPBACK": (
+        "0",
+        "tests only: 1 lets fetching reach 127.0.0.1 and ::1 (never private networks)",
+    ),
     "FRAMESCOPE_BATCH_SIZE": ("16", "images per CLIP forward pass when indexing"),
     "FRAMESCOPE_MAX_IMAGE_MB": ("50", "largest image file accepted, in MB"),
     "FRAMESCOPE_MAX_IMAGE_PIXELS": (
@@ -168,6 +180,12 @@ class Settings:
     llm_base_url: str | None = None
     llm_model_name: str | None = None
     llm_api_key: str | None = field(default=None, repr=False)  # never printed
+    fetch_allowed_hosts: tuple[str, ...] = ()
+    fetch_max_mb: float = 2048.0
+    fetch_max_minutes: float = 240.0
+    fetch_max_height: int = 720
+    fetch_timeout: float = 60.0
+    fetch_allow_loopback: bool = False  # tests only
     batch_size: int = 16
     max_image_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 100_000_000
@@ -207,6 +225,27 @@ class Settings:
             max_video_seconds=_int_env("FRAMESCOPE_MAX_VIDEO_MINUTES", 240) * 60.0,
             max_video_pixels=_int_env("FRAMESCOPE_MAX_VIDEO_PIXELS", 3840 * 2160),
             max_video_bytes=_int_env("FRAMESCOPE_MAX_VIDEO_MB", 20480) * 1024 * 1024,
+            vlm_model=_env("FRAMESCOPE_VLM_MODEL") or "HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+            vlm_base_url=_env("FRAMESCOPE_VLM_BASE_URL"),
+            vlm_model_name=_env("FRAMESCOPE_VLM_ENDPOINT_MODEL"),
+            vlm_api_key=_env("FRAMESCOPE_VLM_API_KEY"),
+            vlm_timeout=_float_env("FRAMESCOPE_VLM_TIMEOUT", 120.0, 1.0, 3600.0),
+            vlm_max_tokens=_int_env("FRAMESCOPE_VLM_MAX_TOKENS", 256),
+            vlm_retries=_int_env("FRAMESCOPE_VLM_RETRIES", 2, minimum=0),
+            llm_model=_env("FRAMESCOPE_LLM_MODEL") or "Qwen/Qwen2.5-1.5B-Instruct",
+            llm_base_url=_env("FRAMESCOPE_LLM_BASE_URL"),
+            llm_model_name=_env("FRAMESCOPE_LLM_MODEL_NAME"),
+            llm_api_key=_env("FRAMESCOPE_LLM_API_KEY"),
+            fetch_allowed_hosts=tuple(
+                h.strip().lower()
+                for h in (_env("FRAMESCOPE_FETCH_HOSTS") or "").split(",")
+                if h.strip()
+            ),
+            fetch_max_mb=_float_env("FRAMESCOPE_FETCH_MAX_MB", 2048.0, 1.0, 1e7),
+            fetch_max_minutes=_float_env("FRAMESCOPE_FETCH_MAX_MINUTES", 240.0, 0.1, 1e5),
+            fetch_max_height=_int_env("FRAMESCOPE_FETCH_MAX_HEIGHT", 720, minimum=144),
+            fetch_timeout=_float_env("FRAMESCOPE_FETCH_TIMEOUT", 60.0, 1.0, 3600.0),
+            fetch_allow_loopback=_env("FRAMESCOPE_FETCH_ALLOW_LOOPBACK") == "1",
         )
         return settings.with_overrides(**overrides) if overrides else settings
 

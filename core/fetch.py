@@ -22,10 +22,12 @@ media (not a playlist or a script that could make FFmpeg open other files or URL
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import html
 import http.client
+import io
 import ipaddress
 import json
 import os
@@ -170,7 +172,9 @@ def _allowlist_entry(raw: str) -> str:
     try:
         host, _ = _parse_host(entry)
     except _Refusal as exc:
-        raise ConfigError(f"FRAMESCOPE_FETCH_HOSTS: {raw.strip()!r} is not a host name ({exc})") from None
+        raise ConfigError(
+            f"FRAMESCOPE_FETCH_HOSTS: {raw.strip()!r} is not a host name ({exc})"
+        ) from None
     return host
 
 
@@ -195,19 +199,26 @@ class _Refusal(OSError):
     """A host or address that may not be contacted (an OSError so that urllib passes it on)."""
 
 
+class _Unresolved(_Refusal):
+    """A host name without an address: an error, but not one the policy caused."""
+
+
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
 
 
-def _address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: bool) -> str | None:
+def _address_problem(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: bool
+) -> str | None:
     """Why an address may not be contacted, or None for a public one."""
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.scope_id:
             return "an IPv6 address with a zone (a local interface)"
         if ip.ipv4_mapped is not None:
-            return _address_problem(ip.ipv4_mapped, allow_loopback)
+            problem = _address_problem(ip.ipv4_mapped, allow_loopback)
+            return f"{problem} ({ip.ipv4_mapped} written as IPv6)" if problem else None
         embedded = None
         if any(ip in net for net in _NAT64):
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
@@ -280,9 +291,9 @@ def _checked_addresses(host: str, port: int, allow_loopback: bool) -> list[tuple
         flags = socket.AI_NUMERICHOST if literal is not None else 0
         infos = socket.getaddrinfo(name, port, 0, socket.SOCK_STREAM, 0, flags)
     except socket.gaierror as exc:
-        raise _Refusal(f"the host {name} cannot be resolved ({exc.strerror or exc})") from None
+        raise _Unresolved(f"the host {name} cannot be resolved ({exc.strerror or exc})") from None
     except (UnicodeError, OSError) as exc:
-        raise _Refusal(f"the host {name} cannot be resolved ({exc})") from None
+        raise _Unresolved(f"the host {name} cannot be resolved ({exc})") from None
     usable = []
     for info in infos:
         family, sockaddr = info[0], info[4]
@@ -291,18 +302,22 @@ def _checked_addresses(host: str, port: int, allow_loopback: bool) -> list[tuple
         try:
             ip = ipaddress.ip_address(sockaddr[0])
         except ValueError:
-            raise _Refusal(f"the host {name} resolves to {sockaddr[0]!r}, which is not an IP address") from None
+            raise _Refusal(
+                f"the host {name} resolves to {sockaddr[0]!r}, which is not an IP address"
+            ) from None
         problem = _address_problem(ip, allow_loopback)
         if problem:
             said = f"{ip} is" if literal is not None else f"the host {name} resolves to {ip},"
             raise _Refusal(f"{said} {problem}; only public internet addresses may be fetched")
         usable.append(info)
     if not usable:
-        raise _Refusal(f"the host {name} has no IPv4 or IPv6 address")
+        raise _Unresolved(f"the host {name} has no IPv4 or IPv6 address")
     return usable
 
 
-def _connect_socket(family: int, socktype: int, proto: int, sockaddr: tuple, timeout: float) -> socket.socket:
+def _connect_socket(
+    family: int, socktype: int, proto: int, sockaddr: tuple, timeout: float
+) -> socket.socket:
     """Open a TCP connection to an address that was already checked (a seam for tests)."""
     sock = socket.socket(family, socktype, proto)
     try:
@@ -328,9 +343,9 @@ def _split_url(url: str) -> tuple[urllib.parse.SplitResult, str, int]:
         raise _Refusal(f"the link cannot be parsed ({exc})") from None
     scheme = parts.scheme.lower()
     if not scheme or (scheme not in ("http", "https") and not parts.netloc):
-        if re.match(r"^[a-z][a-z0-9+.-]*:", url.strip(), re.I) and not url.strip().lower().startswith(
-            ("http:", "https:")
-        ):
+        if re.match(
+            r"^[a-z][a-z0-9+.-]*:", url.strip(), re.I
+        ) and not url.strip().lower().startswith(("http:", "https:")):
             raise _Refusal(f"only http:// and https:// links can be fetched, not {scheme}:")
         raise _Refusal("not a web link: it does not start with http:// or https://")
     if scheme not in ("http", "https"):
@@ -360,8 +375,14 @@ def check_url(url: str, settings: Any) -> str:
     accepted; with FRAMESCOPE_FETCH_HOSTS set the host must be one of those (or a subdomain).
     """
     opts = _options(settings)
-    label = url if isinstance(url, str) and url.strip() else "(empty link)"
-    label = label.strip()[:300]
+    clean, host, port = _normalize(url, opts)
+    _check_resolution(url, host, port, opts)
+    return clean
+
+
+def _normalize(url: str, opts: _Options) -> tuple[str, str, int]:
+    """(normalised link, host, port) when the link's form and host are allowed (no DNS yet)."""
+    label = url.strip()[:300] if isinstance(url, str) and url.strip() else "(empty link)"
     try:
         parts, host, port = _split_url(url)
     except _Refusal as exc:
@@ -371,15 +392,19 @@ def check_url(url: str, settings: Any) -> str:
             f"{label}: the host {host} is not one this deployment fetches from "
             f"(FRAMESCOPE_FETCH_HOSTS: {', '.join(opts.allowed_hosts)})"
         )
+    scheme = parts.scheme.lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if port != (443 if scheme == "https" else 80):
+        netloc += f":{port}"
+    clean = urllib.parse.urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    return clean, host, port
+
+
+def _check_resolution(url: str, host: str, port: int, opts: _Options) -> None:
     try:
         _checked_addresses(host, port, opts.allow_loopback)
     except _Refusal as exc:
-        raise MediaError(label, str(exc)) from None
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    path = parts.path or "/"
-    return urllib.parse.urlunsplit((parts.scheme.lower(), netloc, path, parts.query, ""))
+        raise MediaError(url.strip()[:300], str(exc)) from None
 
 
 # =============================================================================================
@@ -413,14 +438,23 @@ class _Guard:
                 self.reason = reason
             return self.reason
 
-    def check(self) -> None:
-        """Raise _Abort when the fetch was stopped or already failed."""
+    def problem(self) -> str | None:
+        """Why the fetch must end now (stopped, or already failed), or None."""
         if self.reason is None and self._should_stop():
             self.fail(STOPPED)
-        if self.reason is not None:
+        return self.reason
+
+    def check(self) -> None:
+        """Raise _Abort when the fetch was stopped or already failed."""
+        if self.problem() is not None:
             raise _Abort(self.reason)
 
-    def connect(self, address: tuple, timeout: Any = socket._GLOBAL_DEFAULT_TIMEOUT, source_address: Any = None) -> socket.socket:
+    def connect(
+        self,
+        address: tuple,
+        timeout: Any = socket._GLOBAL_DEFAULT_TIMEOUT,
+        source_address: Any = None,
+    ) -> socket.socket:
         """http.client's connection step: resolve, check every address, connect to a checked one."""
         host, port = address[0], address[1]
         try:
@@ -429,6 +463,8 @@ class _Guard:
             raise _Refusal(exc.reason) from None
         try:
             infos = _checked_addresses(str(host), int(port), self.opts.allow_loopback)
+        except _Unresolved as exc:
+            raise OSError(str(exc)) from None  # yt-dlp reports it (or tries another source)
         except _Refusal as exc:
             raise _Refusal(self.fail(f"refused to connect: {exc}")) from None
         if timeout is socket._GLOBAL_DEFAULT_TIMEOUT or timeout is None:
@@ -445,8 +481,12 @@ class _Guard:
         try:
             _, host, port = _split_url(new)
             _checked_addresses(host, port, self.opts.allow_loopback)
+        except _Unresolved:
+            return  # the connection fails on its own
         except _Refusal as exc:
-            raise _Refusal(self.fail(f"refused to follow a redirect to {new[:300]}: {exc}")) from None
+            raise _Refusal(
+                self.fail(f"refused to follow a redirect to {new[:300]}: {exc}")
+            ) from None
 
     def track(self, response: Any) -> None:
         with self._lock:
@@ -457,18 +497,18 @@ class _Guard:
             self.received += n
             over = self.received > self.budget
         if over:
-            raise _Abort(self.fail(
-                f"more than {_describe_size(self.budget)} was received in all; the download was stopped"
-            ))
+            raise _Abort(
+                self.fail(
+                    f"more than {_describe_size(self.budget)} was received in all; the download was stopped"
+                )
+            )
 
     def close(self) -> None:
         with self._lock:
             responses, self._responses = self._responses, []
         for response in responses:
-            try:
+            with contextlib.suppress(Exception):
                 response.close()
-            except Exception:
-                pass
 
 
 # =============================================================================================
@@ -483,7 +523,9 @@ class _Decoded:
 
     def __init__(self, raw: Any, encoding: str) -> None:
         self._raw = raw
-        self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 32 if encoding == "gzip" else zlib.MAX_WBITS)
+        self._inflater = zlib.decompressobj(
+            zlib.MAX_WBITS | 32 if encoding == "gzip" else zlib.MAX_WBITS
+        )
         self._pending = b""
         self._raw_done = False
         self._deflate = encoding == "deflate"
@@ -529,12 +571,18 @@ class _GuardedResponse(Response):
     def __init__(self, raw: Any, url: str, guard: _Guard) -> None:
         headers = raw.headers
         content_type = (headers.get("Content-Type") or "").lower().strip()
-        self._cap = min(PAGE_CAP, guard.opts.max_bytes) if any(m in content_type for m in _TEXT_MARKERS) else guard.opts.max_bytes + (1 << 20)
+        self._cap = (
+            min(PAGE_CAP, guard.opts.max_bytes)
+            if any(m in content_type for m in _TEXT_MARKERS)
+            else guard.opts.max_bytes + (1 << 20)
+        )
         self._guard = guard
         self._read = 0
         encoding = (headers.get("Content-Encoding") or "").strip().lower()
         fp = _Decoded(raw, encoding) if encoding in ("gzip", "x-gzip", "deflate") else raw
-        super().__init__(fp=fp, url=url, headers=headers, status=raw.status, reason=getattr(raw, "reason", None))
+        super().__init__(
+            fp=fp, url=url, headers=headers, status=raw.status, reason=getattr(raw, "reason", None)
+        )
         guard.track(self)
 
     def read(self, amt: int | None = None) -> bytes:
@@ -549,7 +597,9 @@ class _GuardedResponse(Response):
         try:
             data = self.fp.read(amt)
         except http.client.IncompleteRead as exc:
-            raise IncompleteRead(partial=len(exc.partial), expected=exc.expected, cause=exc) from exc
+            raise IncompleteRead(
+                partial=len(exc.partial), expected=exc.expected, cause=exc
+            ) from exc
         except ssl.SSLError as exc:
             raise SSLError(cause=exc) from exc
         except (OSError, EOFError, http.client.HTTPException, zlib.error) as exc:
@@ -557,10 +607,12 @@ class _GuardedResponse(Response):
         self._read += len(data)
         if self._read > self._cap:
             self.close()
-            raise _Abort(self._guard.fail(
-                f"the server sent more than {_describe_size(self._cap)} for one request "
-                f"(the cap is FRAMESCOPE_FETCH_MAX_MB); the partial file was removed"
-            ))
+            raise _Abort(
+                self._guard.fail(
+                    f"the server sent more than {_describe_size(self._cap)} for one request "
+                    f"(the cap is FRAMESCOPE_FETCH_MAX_MB); the partial file was removed"
+                )
+            )
         self._guard.count(len(data))
         if not data:
             self.close()
@@ -575,7 +627,9 @@ class _PinnedHTTPHandler(urllib.request.AbstractHTTPHandler):
         self._guard = guard
         self._context = context
 
-    def _factory(self, base: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
+    def _factory(
+        self, base: type[http.client.HTTPConnection]
+    ) -> Callable[..., http.client.HTTPConnection]:
         guard = self._guard
 
         def build(host: str, **kwargs: Any) -> http.client.HTTPConnection:
@@ -603,7 +657,7 @@ class _GuardedRedirectHandler(urllib.request.HTTPRedirectHandler):
     def __init__(self, guard: _Guard) -> None:
         self._guard = guard
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         if code not in (301, 302, 303, 307, 308):
             return None
         self._guard.check_redirect(req.full_url, newurl)
@@ -616,8 +670,12 @@ class _GuardedRedirectHandler(urllib.request.HTTPRedirectHandler):
             dropped |= {"content-length", "content-type"}
         new_headers = {k: v for k, v in req.headers.items() if k.lower() not in dropped}
         return urllib.request.Request(
-            newurl, data=data, headers=new_headers, method=method,
-            origin_req_host=req.origin_req_host, unverifiable=True,
+            newurl,
+            data=data,
+            headers=new_headers,
+            method=method,
+            origin_req_host=req.origin_req_host,
+            unverifiable=True,
         )
 
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = (
@@ -655,8 +713,9 @@ class _GuardedRH(RequestHandler):
         guard = self.guard
         if guard is None:
             raise RequestError("no guard configured for this fetch")
-        if guard.reason is not None or guard._should_stop():
-            raise TransportError(guard.fail(STOPPED) if guard.reason is None else guard.reason)
+        reason = guard.problem()
+        if reason is not None:  # RequestError: anything else is reported as a yt-dlp bug
+            raise TransportError(reason)
         opener = urllib.request.OpenerDirector()
         for handler in (
             _PinnedHTTPHandler(guard, self._context(request.extensions.get("legacy_ssl"))),
@@ -669,8 +728,10 @@ class _GuardedRH(RequestHandler):
             opener.add_handler(handler)
         opener.addheaders = []
         urllib_request = urllib.request.Request(
-            normalize_url(request.url), data=request.data,
-            headers=self._get_headers(request), method=request.method,
+            normalize_url(request.url),
+            data=request.data,
+            headers=self._get_headers(request),
+            method=request.method,
         )
         try:
             raw = opener.open(urllib_request, timeout=self._calculate_timeout(request))
@@ -683,8 +744,11 @@ class _GuardedRH(RequestHandler):
             finally:
                 exc.close()
             response = Response(
-                fp=_BytesBody(body), url=exc.url or request.url, headers=exc.headers or {},
-                status=exc.code, reason=exc.reason if isinstance(exc.reason, str) else None,
+                fp=io.BytesIO(body),
+                url=exc.url or request.url,
+                headers=exc.headers or {},
+                status=exc.code,
+                reason=exc.reason if isinstance(exc.reason, str) else None,
             )
             raise HTTPError(response, redirect_loop="redirect error" in str(exc)) from None
         except urllib.error.URLError as exc:
@@ -705,23 +769,6 @@ class _GuardedRH(RequestHandler):
         return _GuardedResponse(raw, raw.url, guard)
 
 
-class _BytesBody:
-    def __init__(self, data: bytes) -> None:
-        import io
-
-        self._buffer = io.BytesIO(data)
-        self.closed = False
-
-    def read(self, amt: int | None = None) -> bytes:
-        return self._buffer.read(-1 if amt is None else amt)
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.closed = True
-
-
 # =============================================================================================
 # yt-dlp itself
 # =============================================================================================
@@ -736,8 +783,10 @@ _MEDIA_MAGIC = (
 # FFmpeg options for every input it reads: local files only, and only plain media demuxers
 # (no playlists, concat scripts or SDP files that would name other files or URLs).
 _FFMPEG_INPUT = [
-    "-protocol_whitelist", "file",
-    "-format_whitelist", "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,mpegts,flv,ogg,mp3,aac,wav,flac",
+    "-protocol_whitelist",
+    "file",
+    "-format_whitelist",
+    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,mpegts,flv,ogg,mp3,aac,wav,flac",
 ]
 
 
@@ -765,30 +814,34 @@ class _GuardedYDL(yt_dlp.YoutubeDL):
         super().__init__(params)
 
     @functools.cached_property
-    def _request_director(self):  # noqa: ANN202 - replaces yt-dlp's handler list with ours
+    def _request_director(self):  # replaces yt-dlp's list of handlers with ours
         director = self.build_request_director([_GuardedRH])
         for handler in director.handlers.values():
             handler.guard = self._fetch_guard
         return director
 
-    def dl(self, name, info, subtitle=False, test=False):  # noqa: ANN001, ANN201
+    def dl(self, name, info, subtitle=False, test=False):
         self._fetch_guard.check()
         downloader = get_suitable_downloader(info, self.params, to_stdout=(name == "-"))
         if name == "-" or downloader not in _NATIVE_DOWNLOADERS:
             protocol = info.get("protocol") or "unknown"
-            raise _Abort(self._fetch_guard.fail(
-                f"this video needs a downloader ({getattr(downloader, '__name__', downloader)}, "
-                f"protocol {protocol}) that would bypass the network checks; it is not fetched"
-            ))
+            raise _Abort(
+                self._fetch_guard.fail(
+                    f"this video needs a downloader ({getattr(downloader, '__name__', downloader)}, "
+                    f"protocol {protocol}) that would bypass the network checks; it is not fetched"
+                )
+            )
         return super().dl(name, info, subtitle=subtitle, test=test)
 
-    def post_process(self, filename, info, files_to_move=None):  # noqa: ANN001, ANN201
+    def post_process(self, filename, info, files_to_move=None):
         # FFmpeg runs next (merging, fixups): it only ever gets files that look like media.
         for path in info.get("__files_to_merge") or [filename]:
             if os.path.exists(path) and not _looks_like_media(Path(path)):
-                raise _Abort(self._fetch_guard.fail(
-                    "the server sent something that is not a video file (a web page, playlist or script?)"
-                ))
+                raise _Abort(
+                    self._fetch_guard.fail(
+                        "the server sent something that is not a video file (a web page, playlist or script?)"
+                    )
+                )
         return super().post_process(filename, info, files_to_move)
 
 
@@ -810,6 +863,7 @@ def _short(exc: BaseException) -> str:
     text = re.sub(r"^(?:ERROR:\s*)+", "", text)
     text = re.sub(r"^\[[\w:]+\]\s*(?:[\w.-]+:\s*)?", "", text)
     first = text.splitlines()[0] if text else type(exc).__name__
+    first = re.split(r" \(caused by |; please report this issue", first)[0]
     return first[:300]
 
 
@@ -869,8 +923,10 @@ def _pick_subtitle_language(info: dict) -> str | None:
         if not isinstance(pool, dict):
             return []
         return [
-            lang for lang, tracks in pool.items()
-            if lang != "live_chat" and isinstance(tracks, list)
+            lang
+            for lang, tracks in pool.items()
+            if lang != "live_chat"
+            and isinstance(tracks, list)
             and any(isinstance(t, dict) and t.get("ext") == "vtt" for t in tracks)
         ]
 
@@ -968,7 +1024,9 @@ def _remember(folder: Path, video: FetchedVideo, key: str | None) -> None:
         index["items"][video.url] = entry
         if key:
             index["ids"][key] = video.url
-        write_atomic(folder / INDEX_NAME, json.dumps(index, ensure_ascii=False, indent=1).encode("utf-8"))
+        write_atomic(
+            folder / INDEX_NAME, json.dumps(index, ensure_ascii=False, indent=1).encode("utf-8")
+        )
 
 
 def _file_name(info: dict, url: str, ext: str) -> str:
@@ -991,12 +1049,13 @@ def _single_video(url: str, info: Any) -> dict:
         raise MediaError(url, "no video was found at this link")
     kind = info.get("_type", "video")
     if kind in ("playlist", "multi_video"):
-        entries = info.get("entries")
-        count = len(entries) if isinstance(entries, list) else None
-        what = f"{count} videos" if count is not None else "several videos"
-        raise MediaError(url, f"this link is a playlist or page with {what}; give the link of one video")
+        raise MediaError(
+            url, "this link is a playlist or a page with several videos; give the link of one video"
+        )
     if kind != "video":
-        raise MediaError(url, f"no single video was found at this link (yt-dlp gave a {kind!r} result)")
+        raise MediaError(
+            url, f"no single video was found at this link (yt-dlp gave a {kind!r} result)"
+        )
     if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming"):
         raise MediaError(url, "live streams cannot be fetched")
     return info
@@ -1035,7 +1094,7 @@ def fetch_video(
     goes; `should_stop()` returning True stops the download (MediaError, nothing kept).
     """
     opts = _options(settings)
-    clean = check_url(url, settings)
+    clean, host, port = _normalize(url, opts)
     stop = should_stop or (lambda: False)
     report = progress or (lambda done, total, message: None)
     folder = opts.home / "downloads"
@@ -1045,6 +1104,7 @@ def fetch_video(
             size = cached.path.stat().st_size
             report(size, size, f"already downloaded: {cached.title}")
             return cached
+        _check_resolution(url, host, port, opts)  # before anything connects (checked again then)
         if stop():
             raise MediaError(clean, STOPPED)
         try:
@@ -1052,7 +1112,9 @@ def fetch_video(
             work = folder / f".part-{uuid.uuid4().hex}"
             work.mkdir()
         except OSError as exc:
-            raise MediaError(clean, f"cannot create the download folder {folder}: {exc.strerror or exc}") from exc
+            raise MediaError(
+                clean, f"cannot create the download folder {folder}: {exc.strerror or exc}"
+            ) from exc
         guard = _Guard(opts, stop)
         try:
             return _download(clean, opts, guard, work, folder, report)
@@ -1061,53 +1123,21 @@ def fetch_video(
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _download(url: str, opts: _Options, guard: _Guard, work: Path, folder: Path, report: Progress) -> FetchedVideo:
+def _ydl_params(opts: _Options, work: Path, folder: Path, log: _Log) -> dict:
+    """yt-dlp's options for one fetch into the folder `work` (hooks are added by the caller)."""
     import imageio_ffmpeg
 
-    log = _Log()
-    files: dict[str, list[int | None]] = {}  # download file -> [bytes so far, total if known]
-    state = {"title": "video"}
-
-    def on_progress(d: dict) -> None:
-        guard.check()
-        name = str(d.get("tmpfilename") or d.get("filename") or "")
-        status = d.get("status")
-        done = d.get("downloaded_bytes") or 0
-        total = d.get("total_bytes") or d.get("total_bytes_estimate")
-        if status not in ("downloading", "finished"):
-            return
-        files[name] = [int(done), int(total) if total else None]
-        received = sum(v[0] or 0 for v in files.values())
-        if received > opts.max_bytes:
-            raise _Abort(guard.fail(
-                f"the download passed the {_describe_size(opts.max_bytes)} cap "
-                f"(FRAMESCOPE_FETCH_MAX_MB) and was stopped; the partial file was removed"
-            ))
-        if status == "downloading" and d.get("total_bytes") and d["total_bytes"] > opts.max_bytes:
-            raise _Abort(guard.fail(
-                f"the file is {_describe_size(d['total_bytes'])}, over the "
-                f"{_describe_size(opts.max_bytes)} cap (FRAMESCOPE_FETCH_MAX_MB)"
-            ))
-        totals = [v[1] for v in files.values()]
-        whole = sum(totals) if all(totals) else None
-        report(received, whole, f"downloading {state['title']}: {_describe_size(received)}")
-
-    def on_postprocess(d: dict) -> None:
-        guard.check()
-        if d.get("status") == "started":
-            report(sum(v[0] or 0 for v in files.values()), None, f"processing the download ({d.get('postprocessor')})")
-
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
-    params = {
+    return {
         "logger": log,
         "quiet": True,
         "noprogress": True,
         "no_color": True,
         "noplaylist": True,
-        "extract_flat": "in_playlist",
+        "extract_flat": "in_playlist",  # a playlist is refused: its entries are not extracted
+        "playlistend": 2,  # ... and not listed further than needed to see it is one
         "format": _format_selector(opts.max_height),
         "merge_output_format": "mp4/webm/mkv",
-        "ffmpeg_location": ffmpeg,
+        "ffmpeg_location": imageio_ffmpeg.get_ffmpeg_exe(),
         "paths": {"home": str(work), "temp": str(work)},
         "outtmpl": {"default": "media.%(ext)s"},
         "socket_timeout": opts.timeout,
@@ -1121,12 +1151,20 @@ def _download(url: str, opts: _Options, guard: _Guard, work: Path, folder: Path,
         "external_downloader_args": {"ffmpeg_i": list(_FFMPEG_INPUT)},
         "postprocessor_args": {
             f"{pp}+ffmpeg_i": list(_FFMPEG_INPUT)
-            for pp in ("merger", "fixupm3u8", "fixupm4a", "fixuptimestamp", "fixupduration",
-                       "fixupduplicatemoov", "fixupstretched")
+            for pp in (
+                "merger",
+                "fixupm3u8",
+                "fixupm4a",
+                "fixuptimestamp",
+                "fixupduration",
+                "fixupduplicatemoov",
+                "fixupstretched",
+            )
         },
         "hls_prefer_native": True,
         "concurrent_fragment_downloads": 1,
         "enable_file_urls": False,
+        "remote_components": [],  # yt-dlp fetches no helper scripts of its own
         "allow_unplayable_formats": False,
         "writesubtitles": False,
         "writeautomaticsub": False,
@@ -1137,10 +1175,57 @@ def _download(url: str, opts: _Options, guard: _Guard, work: Path, folder: Path,
         "geo_bypass": False,
         "cachedir": str(folder / ".cache"),
         "overwrites": True,
-        "progress_hooks": [on_progress],
-        "postprocessor_hooks": [on_postprocess],
         "check_formats": False,
     }
+
+
+def _download(
+    url: str, opts: _Options, guard: _Guard, work: Path, folder: Path, report: Progress
+) -> FetchedVideo:
+    log = _Log()
+    files: dict[str, list[int | None]] = {}  # download file -> [bytes so far, total if known]
+    state = {"title": "video"}
+
+    def on_progress(d: dict) -> None:
+        guard.check()
+        name = str(d.get("filename") or d.get("tmpfilename") or "")
+        status = d.get("status")
+        done = d.get("downloaded_bytes") or 0
+        total = d.get("total_bytes") or d.get("total_bytes_estimate")
+        if status not in ("downloading", "finished"):
+            return
+        files[name] = [int(done), int(total) if total else None]
+        received = sum(v[0] or 0 for v in files.values())
+        if received > opts.max_bytes:
+            raise _Abort(
+                guard.fail(
+                    f"the download passed the {_describe_size(opts.max_bytes)} cap "
+                    f"(FRAMESCOPE_FETCH_MAX_MB) and was stopped; the partial file was removed"
+                )
+            )
+        if status == "downloading" and d.get("total_bytes") and d["total_bytes"] > opts.max_bytes:
+            raise _Abort(
+                guard.fail(
+                    f"the file is {_describe_size(d['total_bytes'])}, over the "
+                    f"{_describe_size(opts.max_bytes)} cap (FRAMESCOPE_FETCH_MAX_MB)"
+                )
+            )
+        totals = [v[1] for v in files.values()]
+        whole = sum(totals) if all(totals) else None
+        report(received, whole, f"downloading {state['title']}: {_describe_size(received)}")
+
+    def on_postprocess(d: dict) -> None:
+        guard.check()
+        if d.get("status") == "started":
+            report(
+                sum(v[0] or 0 for v in files.values()),
+                None,
+                f"processing the download ({d.get('postprocessor')})",
+            )
+
+    params = _ydl_params(opts, work, folder, log)
+    params["progress_hooks"] = [on_progress]
+    params["postprocessor_hooks"] = [on_postprocess]
 
     try:
         with _GuardedYDL(params, guard) as ydl:
@@ -1162,6 +1247,8 @@ def _download(url: str, opts: _Options, guard: _Guard, work: Path, folder: Path,
                 ydl.params["subtitleslangs"] = [re.escape(language)]
             result = ydl.process_ie_result(info, download=True)
             guard.check()
+            if not isinstance(result, dict):
+                result = info
     except (_Abort, YoutubeDLError) as exc:
         if guard.reason:
             raise MediaError(url, guard.reason) from None
@@ -1179,12 +1266,17 @@ def _download(url: str, opts: _Options, guard: _Guard, work: Path, folder: Path,
     if video is None:
         said = next((line for line in log.lines if "max-filesize" in line), None)
         if said:
-            raise MediaError(url, f"the server says the file is over the {_describe_size(opts.max_bytes)} cap (FRAMESCOPE_FETCH_MAX_MB)")
+            raise MediaError(
+                url,
+                f"the server says the file is over the {_describe_size(opts.max_bytes)} cap (FRAMESCOPE_FETCH_MAX_MB)",
+            )
         errors = [line for line in log.lines if "ERROR" in line or "error" in line.lower()]
         reason = _short(Exception(errors[-1])) if errors else "yt-dlp finished without a video file"
         raise MediaError(url, f"the download failed: {reason}")
     report(video.stat().st_size, video.stat().st_size, "checking the video")
-    limits = VideoLimits(max_duration_s=opts.max_seconds, max_pixels=opts.max_pixels, max_bytes=opts.max_bytes)
+    limits = VideoLimits(
+        max_duration_s=opts.max_seconds, max_pixels=opts.max_pixels, max_bytes=opts.max_bytes
+    )
     try:
         probed = probe_video(video, limits)
     except MediaError as exc:
@@ -1202,11 +1294,13 @@ def _download(url: str, opts: _Options, guard: _Guard, work: Path, folder: Path,
     chapters = []
     for chapter in result.get("chapters") or info.get("chapters") or ():
         if isinstance(chapter, dict) and isinstance(chapter.get("start_time"), (int, float)):
-            chapters.append({
-                "start": float(chapter["start_time"]),
-                "end": float(chapter.get("end_time") or probed.duration),
-                "title": str(chapter.get("title") or ""),
-            })
+            chapters.append(
+                {
+                    "start": float(chapter["start_time"]),
+                    "end": float(chapter.get("end_time") or probed.duration),
+                    "title": str(chapter.get("title") or ""),
+                }
+            )
     duration = info.get("duration")
     final = folder / _file_name(info, url, video.suffix.lstrip(".").lower())
     try:
@@ -1219,7 +1313,9 @@ def _download(url: str, opts: _Options, guard: _Guard, work: Path, folder: Path,
         path=final,
         title=str(info.get("title") or final.stem),
         uploader=str(uploader) if uploader else None,
-        duration=float(duration) if isinstance(duration, (int, float)) and duration > 0 else probed.duration,
+        duration=float(duration)
+        if isinstance(duration, (int, float)) and duration > 0
+        else probed.duration,
         chapters=tuple(chapters),
         subtitles="\n".join(text for _, _, text in cues) if cues else None,
         cues=cues,
@@ -1237,8 +1333,12 @@ def _downloaded_file(result: Any, work: Path) -> Path | None:
             if path and Path(path).is_file() and Path(path).resolve().parent == work.resolve():
                 return Path(path)
     candidates = [
-        p for p in work.iterdir()
-        if p.is_file() and p.suffix.lower() not in (".vtt", ".srt", ".part", ".ytdl", ".json")
-        and not p.name.startswith(".") and ".part" not in p.suffixes and _looks_like_media(p)
+        p
+        for p in work.iterdir()
+        if p.is_file()
+        and p.suffix.lower() not in (".vtt", ".srt", ".part", ".ytdl", ".json")
+        and not p.name.startswith(".")
+        and ".part" not in p.suffixes
+        and _looks_like_media(p)
     ]
     return max(candidates, key=lambda p: p.stat().st_size) if candidates else None

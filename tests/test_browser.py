@@ -45,6 +45,7 @@ def app_url(tmp_path_factory):
         "FRAMESCOPE_HOME": str(home),
         "FRAMESCOPE_PROFILE": "tiny",
         "HF_HUB_OFFLINE": "1",
+        "FRAMESCOPE_FETCH_ALLOW_LOOPBACK": "1",  # the summary flow fetches from a server on 127.0.0.1
     }
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
     command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
@@ -185,7 +186,9 @@ def test_caption_a_video(app_url, browser, tmp_path):
     button = page.get_by_role("button", name="Caption video")
     expect(button).to_be_enabled()
     button.click()
-    page.get_by_text(re.compile(r"box\.mp4 · 8 frames · \d+ segments")).wait_for()  # waits up to 180 s
+    page.get_by_text(
+        re.compile(r"box\.mp4 · 8 frames · \d+ segments")
+    ).wait_for()  # waits up to 180 s
     expect(page.get_by_role("heading", name="Segments")).to_be_visible()
     frames = page.get_by_test_id("stImage").locator("img")
     expect(frames).to_have_count(8)
@@ -249,26 +252,38 @@ def test_zero_shot_two_dashcam_images(app_url, browser, tmp_path):
     page.close()
 
 
-def test_summarize_an_uploaded_video(app_url, browser, tmp_path):
+def test_summarize_a_video_from_a_url(app_url, browser, tmp_path):
+    import functools
+    import http.server
+    import threading
+
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.set_default_timeout(240_000)
-    page.goto(f"{app_url}/Video_Summary")
-    page.get_by_text("Upload a file").click()
-    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Video file")
-    uploader.locator("input[type=file]").set_input_files(str(MEDIA / "video" / "box.mp4"))
-    seconds = page.get_by_label("Seconds per chunk")
-    seconds.fill("8")
-    seconds.press("Enter")
-    button = page.get_by_role("button", name="Summarize")
-    expect(button).to_be_enabled()
-    button.click()
-    expect(page.get_by_role("heading", name="Chapters")).to_be_visible(timeout=240_000)
-    chapter = page.get_by_role("button", name=re.compile(r"0:00\.0-0:"))
-    expect(chapter.first).to_be_visible()
-    expect(page.get_by_test_id("stVideo")).to_have_count(1)
-    expect(page.get_by_role("button", name="Markdown")).to_be_visible()
-    shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
-    page.screenshot(path=str(shots / "summary.png"), full_page=True)
-    page.close()
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(MEDIA / "video")
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(240_000)
+        page.goto(f"{app_url}/Video_Summary")
+        url = page.get_by_role("textbox", name=re.compile("Video URL"))
+        url.fill(f"http://127.0.0.1:{server.server_address[1]}/box.mp4")
+        url.press("Enter")
+        seconds = page.get_by_label("Seconds per chunk")
+        seconds.fill("8")
+        seconds.press("Enter")
+        button = page.get_by_role("button", name="Summarize")
+        expect(button).to_be_enabled()
+        button.click()
+        expect(page.get_by_role("heading", name="Chapters")).to_be_visible(timeout=240_000)
+        chapter = page.get_by_role("button", name=re.compile(r"0:00\.0-0:"))
+        expect(chapter.first).to_be_visible()
+        expect(page.get_by_test_id("stVideo")).to_have_count(1)
+        expect(page.get_by_role("button", name="Markdown")).to_be_visible()
+        shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
+        page.screenshot(path=str(shots / "summary.png"), full_page=True)
+        page.close()
+    finally:
+        server.shutdown()

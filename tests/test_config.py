@@ -208,3 +208,38 @@ def test_indexer_refuses_outside_roots_before_writing(roots, embedder, shared_im
     # ...also when met while scanning an allowed folder: its content is outside the roots
     assert [Path(f.path).name for f in report.failed] == ["sneaky.jpg"]
     assert "FRAMESCOPE_ROOTS" in report.failed[0].reason
+
+
+def test_model_endpoint_and_fetch_settings_from_env(monkeypatch):
+    env = {
+        "FRAMESCOPE_VLM_BASE_URL": "http://gpu-box:8000/v1",
+        "FRAMESCOPE_VLM_ENDPOINT_MODEL": "Qwen/Qwen2.5-VL-7B-Instruct",
+        "FRAMESCOPE_VLM_API_KEY": "sk-vlm-secret",
+        "FRAMESCOPE_VLM_TIMEOUT": "30",
+        "FRAMESCOPE_LLM_BASE_URL": "http://gpu-box:8001/v1",
+        "FRAMESCOPE_LLM_API_KEY": "sk-llm-secret",
+        "FRAMESCOPE_FETCH_HOSTS": "YouTube.com, vimeo.com",
+        "FRAMESCOPE_FETCH_MAX_MB": "100",
+        "FRAMESCOPE_CAPTION_MODEL": "/models/blip",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    assert (
+        settings.vlm_base_url == "http://gpu-box:8000/v1"
+        and settings.vlm_model_name == "Qwen/Qwen2.5-VL-7B-Instruct"
+    )
+    assert settings.vlm_api_key == "sk-vlm-secret" and settings.vlm_timeout == 30.0
+    assert (
+        settings.llm_base_url == "http://gpu-box:8001/v1"
+        and settings.llm_api_key == "sk-llm-secret"
+    )
+    assert (
+        settings.fetch_allowed_hosts == ("youtube.com", "vimeo.com")
+        and settings.fetch_max_mb == 100.0
+    )
+    assert settings.caption_model == "/models/blip"
+    assert settings.fetch_allow_loopback is False
+    assert "secret" not in repr(settings)
+    monkeypatch.setenv("FRAMESCOPE_FETCH_ALLOW_LOOPBACK", "1")
+    assert Settings.from_env().fetch_allow_loopback is True
