@@ -181,6 +181,11 @@ def caption_video(
     )
     if report.failed:
         raise MediaError(name or path.name, report.failed[0].reason)
+    failed = next(
+        (m for m in library.failed_files(collection) if m.path == str(path.resolve())), None
+    )
+    if failed is not None:  # failed on an earlier run, unchanged since: the same reason again
+        raise MediaError(name or path.name, failed.error or "cannot be used")
     record = next((v for v in library.videos([collection]) if v.path == str(path.resolve())), None)
     if record is None or report.interrupted:
         raise MediaError(
