@@ -196,6 +196,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="frames per chunk shown to the VLM (default 4)",
     )
     p.add_argument(
+        "--scenes",
+        action="store_true",
+        help="one chunk per shot (long shots split) instead of fixed lengths",
+    )
+    p.add_argument(
         "--context",
         action="store_true",
         help="describe each chunk with a rolling context of what came before",
@@ -633,6 +638,7 @@ def cmd_summarize(args, settings: Settings) -> int:
             cues=cues,
             chunk_seconds=args.chunk_seconds,
             frames_per_chunk=args.frames,
+            scenes=args.scenes,
             mode=CONTEXT if args.context else INDEPENDENT,
             progress=progress,
         )

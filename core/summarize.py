@@ -17,8 +17,10 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from core.errors import MediaError, QueryError
 from core.media import FrameSampler, VideoInfo, file_sha256
@@ -111,8 +113,26 @@ def data_block(label: str, text: str, limit: int = 2000) -> str:
     return f"{label}:\n<data>\n{cleaned}\n</data>"
 
 
-def chunking_key(chunk_seconds: float, frames_per_chunk: int) -> str:
-    return f"every={chunk_seconds:g};frames={frames_per_chunk};prompt={PROMPT_VERSION}"
+def chunking_key(chunk_seconds: float, frames_per_chunk: int, scenes: bool = False) -> str:
+    return f"every={chunk_seconds:g};frames={frames_per_chunk};scenes={int(scenes)};prompt={PROMPT_VERSION}"
+
+
+def scene_boundaries(
+    info: VideoInfo, chunk_seconds: float, should_stop: Callable[[], bool] | None = None
+) -> list[float]:
+    """Chunk start times at the video's shot cuts; shots longer than `chunk_seconds` are split."""
+    cuts = [0.0]
+    for frame in FrameSampler(info, scenes=True, max_frames=100_000):
+        if should_stop is not None and should_stop():
+            break
+        start = frame.scene_start if frame.scene_start is not None else frame.timestamp
+        if start > cuts[-1] + 0.5:
+            cuts.append(start)
+    starts: list[float] = []
+    for a, b in itertools.pairwise([*cuts, info.duration]):
+        pieces = max(1, math.ceil((b - a) / chunk_seconds))
+        starts += [a + i * (b - a) / pieces for i in range(pieces)]
+    return starts
 
 
 def make_chunks(
@@ -120,36 +140,49 @@ def make_chunks(
     *,
     chunk_seconds: float = 30.0,
     frames_per_chunk: int = 4,
+    scenes: bool = False,
     cues: Sequence[tuple[float, float, str]] = (),
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[Chunk]:
-    """Fixed-length chunks of a video, each with `frames_per_chunk` frames and its transcript.
+    """Chunks of a video, each with up to `frames_per_chunk` frames (spread over it) and its
+    transcript: fixed `chunk_seconds` long, or (scenes) one per shot, long shots split.
 
     Frames stream from the sampler; only one chunk's frames are held at a time.
     """
     if chunk_seconds <= 0 or frames_per_chunk < 1:
         raise QueryError("chunks need a positive length and at least one frame")
-    n_chunks = max(1, math.ceil(info.duration / chunk_seconds))
-    every = chunk_seconds / frames_per_chunk
-    sampler = FrameSampler(info, every=every, max_frames=n_chunks * frames_per_chunk + 1)
+    if scenes:
+        starts = scene_boundaries(info, chunk_seconds, should_stop)
+        every = min(1.0, chunk_seconds / frames_per_chunk)
+    else:
+        starts = [
+            i * chunk_seconds for i in range(max(1, math.ceil(info.duration / chunk_seconds)))
+        ]
+        every = chunk_seconds / frames_per_chunk
+    ends = [*starts[1:], info.duration]
+    sampler = FrameSampler(info, every=every, max_frames=int(info.duration / every) + 2)
 
     def chunk(index: int, frames: list[VlmFrame]) -> Chunk:
-        start, end = index * chunk_seconds, min((index + 1) * chunk_seconds, info.duration)
+        start, end = starts[index], ends[index]
         words = " ".join(text for a, b, text in cues if a < end and b > start)
-        return Chunk(index, start, end, tuple(frames), words)
+        picks = (
+            np.linspace(0, len(frames) - 1, min(frames_per_chunk, len(frames))).round().astype(int)
+        )
+        return Chunk(index, start, end, tuple(frames[i] for i in picks), words)
 
-    current, frames = 0, []
+    current, frames, number = 0, [], 0
     for frame in sampler:
         if should_stop is not None and should_stop():
             return
-        index = min(int(frame.timestamp // chunk_seconds), n_chunks - 1)
+        index = max(0, int(np.searchsorted(starts, frame.timestamp, side="right")) - 1)
         if index != current and frames:
-            yield chunk(current, frames)
+            yield replace(chunk(current, frames), index=number)
+            number += 1
             frames = []
         current = index
         frames.append(VlmFrame(frame.image, frame.timestamp))
     if frames:
-        yield chunk(current, frames)
+        yield replace(chunk(current, frames), index=number)
 
 
 def describe_chunk(vlm, chunk: Chunk, *, title: str, context: str = "") -> str:
@@ -220,6 +253,7 @@ def summarize_video(
     cues: Sequence[tuple[float, float, str]] = (),
     chunk_seconds: float = 30.0,
     frames_per_chunk: int = 4,
+    scenes: bool = False,
     mode: str = INDEPENDENT,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -231,7 +265,7 @@ def summarize_video(
     stop = should_stop or (lambda: False)
     tell = progress or (lambda *_: None)
     video_key = file_sha256(path)
-    chunking = chunking_key(chunk_seconds, frames_per_chunk)
+    chunking = chunking_key(chunk_seconds, frames_per_chunk, scenes)
     cached = library.chunk_descriptions(video_key, chunking, vlm.key, mode)
     total = max(1, math.ceil(info.duration / chunk_seconds))
     seconds = {"describe": 0.0, "reconcile": 0.0}
@@ -242,6 +276,7 @@ def summarize_video(
         info,
         chunk_seconds=chunk_seconds,
         frames_per_chunk=frames_per_chunk,
+        scenes=scenes,
         cues=cues,
         should_stop=stop,
     ):

@@ -12,7 +12,7 @@ from core.errors import FramescopeError
 from core.media import VideoLimits, probe_video, transcode_for_browser
 from core.summarize import CONTEXT, INDEPENDENT, descriptions_csv, summarize_video, to_markdown
 from core.types import format_timestamp
-from ui.components import page_header, plain, show_error
+from ui.components import page_header, plain, show_error, stop_button
 from ui.resources import get_indexer, get_library, get_llm, get_settings, get_vlm
 
 VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
@@ -39,10 +39,15 @@ if source == "From a URL":
     )
 else:
     upload = st.file_uploader("Video file", type=VIDEO_TYPES, key="summary-upload")
-c1, c2, c3 = st.columns(3)
-chunk_seconds = c1.number_input("Seconds per chunk", 5.0, 600.0, 30.0, 5.0)
+c1, c2, c3, c4 = st.columns(4)
+chunk_seconds = c1.number_input(
+    "Seconds per chunk", 5.0, 600.0, 30.0, 5.0, help="In scene mode: the longest chunk."
+)
 frames_per_chunk = c2.number_input("Frames per chunk", 1, 16, 4)
-mode = c3.radio(
+by_scene = c3.toggle(
+    "Chunk by scene", help="One chunk per shot (shots longer than the chunk length are split)."
+)
+mode = c4.radio(
     "Chunk descriptions",
     [INDEPENDENT, CONTEXT],
     format_func={INDEPENDENT: "independent", CONTEXT: "with previous context"}.get,
@@ -55,6 +60,7 @@ st.caption(
 if st.button(
     "Summarize", type="primary", icon=":material/summarize:", disabled=not (url.strip() or upload)
 ):
+    stop_button("stop-summary")
     bars: dict = {}
 
     def progress(stage: str, done: float, total: float | None, message: str) -> None:
@@ -90,6 +96,7 @@ if st.button(
             cues=cues,
             chunk_seconds=chunk_seconds,
             frames_per_chunk=int(frames_per_chunk),
+            scenes=by_scene,
             mode=mode,
             progress=lambda stage, d, t, m: progress(stage, d, t, m),
         )

@@ -152,3 +152,30 @@ def test_descriptions_csv_quotes_formulas(models, box, tmp_path):
     )
     rows = descriptions_csv(summary).splitlines()
     assert rows[0] == "chunk,start,end,description" and rows[1] == "0,0.00,5.00,'=HYPERLINK(1)"
+
+
+def test_scene_chunks_follow_the_cuts():
+    megamind = require_media("video") / "Megamind.avi"
+    info = probe_video(megamind)
+    chunks = list(make_chunks(info, chunk_seconds=30, frames_per_chunk=2, scenes=True))
+    starts = [c.start for c in chunks]
+    assert len(chunks) >= 3  # the trailer's shots (cuts near 4.1 s, 6.5 s and 8.4 s)
+    for cut in (4.13, 6.47, 8.38):
+        assert any(abs(s - cut) < 0.3 for s in starts)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert all(
+        1 <= len(c.frames) <= 2
+        and all(c.start - 1e-6 <= f.timestamp < c.end + 1e-6 for f in c.frames)
+        for c in chunks
+    )
+    long_shot = list(
+        make_chunks(
+            probe_video(require_media("video") / "vtest.avi"),
+            chunk_seconds=30,
+            frames_per_chunk=1,
+            scenes=True,
+        )
+    )
+    assert (
+        len(long_shot) == 3 and long_shot[0].start == 0.0
+    )  # one 79.5 s shot split into 30 s pieces

@@ -53,6 +53,7 @@ class ProgressBar:
     def __init__(self, label: str) -> None:
         self.label = label
         self.bar = st.progress(0.0, text=label)
+        stop_button(f"stop-{label}")
         self.last = 0.0
 
     def __call__(self, done: int, total: int, message: str) -> None:
@@ -259,3 +260,11 @@ def frame_grid(
                 ):
                     action = ("irrelevant", hit)
     return action
+
+
+def stop_button(key: str) -> None:
+    """A Stop button shown while a long job runs: pressing it makes Streamlit rerun the page,
+    which interrupts the job at its next progress update. Work written so far is kept."""
+    st.button(
+        "Stop", key=key, icon=":material/stop_circle:", help="Stop here; run again later to resume."
+    )
