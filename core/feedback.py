@@ -37,7 +37,7 @@ PROPAGATION, ROCCHIO = "propagation", "rocchio"
 METHODS = (PROPAGATION, ROCCHIO)
 
 DEFAULT_K = 10
-EXACT_LIMIT = 20_000  # exact kNN costs n^2: ~1.5 s at 20k on 2 cores, a minute at 100k
+EXACT_LIMIT = 20_000  # exact kNN costs n^2: ~1.5 s at 20k on 2 cores, ~40 s at 100k
 GRAPH_LISTS = 8  # lists each list is searched against when approximate (see _knn_by_lists)
 HEAT, COSINE, CONNECTIVITY = "heat", "cosine", "connectivity"
 

@@ -78,7 +78,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, timeout: flo
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=120_000)  # models on 2 busy cores: slow, not broken
 
     with sync_playwright() as p:
         b = p.chromium.launch(
@@ -271,7 +273,7 @@ def test_summarize_a_video_from_a_url(app_url, browser, tmp_path):
         url = page.get_by_role("textbox", name=re.compile("Video URL"))
         url.fill(f"http://127.0.0.1:{server.server_address[1]}/box.mp4")
         url.press("Enter")
-        seconds = page.get_by_label("Seconds per chunk")
+        seconds = page.get_by_role("spinbutton", name="Seconds per chunk")
         seconds.fill("8")
         seconds.press("Enter")
         button = page.get_by_role("button", name="Summarize")
