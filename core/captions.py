@@ -360,3 +360,18 @@ def fuse_caption_scores(library: Library, ranking, query: str):
     clip_rank = [ids[i] for i in np.argsort(-ranking.scores, kind="stable")]
     fused = reciprocal_rank_fusion([text_rank, clip_rank])
     return ranking.with_scores(np.array([fused[i] for i in ids], np.float32))
+
+
+def paragraph_caption(llm, result: VideoCaptions, max_new_tokens: int = 120) -> str:
+    """A short paragraph about the whole video, written by the text LLM from the timed segments.
+
+    The captions go to the model inside a <data> block; the instructions are in the system prompt.
+    """
+    from core.summarize import RECONCILE_SYSTEM, data_block
+
+    notes = "\n".join(segment.label for segment in result.segments)
+    prompt = (
+        data_block("Timed captions of the video's frames", notes, 6000)
+        + "\n\nDescribe the whole video in one short paragraph."
+    )
+    return llm.complete(RECONCILE_SYSTEM, prompt, max_new_tokens=max_new_tokens).strip()

@@ -7,12 +7,25 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.captions import caption_video, default_export_dir, export_captions, zip_folder
+from core.captions import (
+    caption_video,
+    default_export_dir,
+    export_captions,
+    paragraph_caption,
+    zip_folder,
+)
 from core.errors import FramescopeError
 from core.indexing import upload_name
 from core.types import Sampling, format_timestamp
 from ui.components import ProgressBar, page_header, plain, show_error
-from ui.resources import get_captioner, get_embedder, get_indexer, get_library, get_settings
+from ui.resources import (
+    get_captioner,
+    get_embedder,
+    get_indexer,
+    get_library,
+    get_llm,
+    get_settings,
+)
 
 VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
 
@@ -100,6 +113,7 @@ if st.button(
             progress=ProgressBar("Captioning"),
         )
         st.session_state.pop("caption_folder", None)
+        st.session_state.pop("caption_paragraph", None)
     except FramescopeError as exc:
         show_error(exc)
 
@@ -112,6 +126,17 @@ if result is not None:
     )
     if result.note:
         st.warning(plain(result.note))
+    if st.button(
+        "Write a paragraph with the text model",
+        icon=":material/notes:",
+        help="The text LLM (the one the summary page uses) turns the segments into a short paragraph.",
+    ):
+        try:
+            st.session_state["caption_paragraph"] = paragraph_caption(get_llm(), result)
+        except FramescopeError as exc:
+            show_error(exc)
+    if paragraph := st.session_state.get("caption_paragraph"):
+        st.markdown(plain(paragraph))
     st.subheader("Segments")
     st.dataframe(
         pd.DataFrame(

@@ -261,6 +261,11 @@ def test_captions_page_upload_caption_and_save(app_home):
     assert any("clip.mp4 · 3 frames" in c.value.replace("\\", "") for c in at.caption)
     segments = next(d.value for d in at.dataframe if "caption" in d.value.columns)
     assert segments["from"].iloc[0] == "0:00.0"
+    next(b for b in at.button if b.label == "Write a paragraph with the text model").click().run()
+    assert not at.exception and not at.error
+    assert any(
+        m.value and not m.value.startswith("**") for m in at.markdown
+    )  # the LLM's paragraph, as text
     next(b for b in at.button if b.label == "Save results folder").click().run()
     assert not at.exception
     (folder,) = list((app_home / "exports" / "captions").iterdir())
