@@ -20,7 +20,8 @@ Per model, 8 frames spread over a real video (decoded with core.media.FrameSampl
     vision features   `LocalVlm.answer` as shipped: the frames' vision-tower output is cached, so
                       only the text is tokenized and the language model runs
 Also: each stage alone (decode, preprocess, vision tower), prompt tokens, visual tokens per frame.
-One warm-up answer (1 frame, 2 tokens) per model first; then one run of each (a few minutes total).
+One warm-up answer (1 frame, 2 tokens) per model first; then each step runs `--repeats` times (2)
+and the fastest counts, with how busy the process kept the cores (about 6 minutes in all).
 
 Run:  .venv/bin/python bench/bench_vqa.py [--video PATH] [--frames 8] [--tokens 32]
 Writes bench/results/vqa.json and appends a dated table to bench/README.md (or, when that file
@@ -146,21 +147,53 @@ def timed(fn):
     return value, time.perf_counter() - start
 
 
-def run_model(name: str, tiny_dir: Path, video: Path, n_frames: int, tokens: int) -> dict:
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Runs:
+    """Times each measured step `repeats` times; keeps the fastest (others' load only slows) and
+    how busy this process kept the cores (CPU time / wall time / threads: low means contention)."""
+
+    def __init__(self, repeats: int) -> None:
+        self.repeats = repeats
+        self.raw: dict[str, list[float]] = {}
+        self.cpu: dict[str, float] = {}
+
+    def __call__(self, step: str, fn, before=None):
+        times, busy = [], []
+        for _ in range(self.repeats):
+            if before:
+                before()
+            cpu = cpu_seconds()
+            value, seconds = timed(fn)
+            times.append(seconds)
+            busy.append((cpu_seconds() - cpu) / seconds / torch.get_num_threads())
+        self.raw[step] = [round(t, 3) for t in times]
+        self.cpu[step] = round(busy[times.index(min(times))], 2)
+        return value, min(times)
+
+
+def run_model(
+    name: str, tiny_dir: Path, video: Path, n_frames: int, tokens: int, repeats: int
+) -> dict:
     (vlm, build_s) = timed(lambda: build(name, tiny_dir))
     params = sum(p.numel() for p in vlm.model.parameters())
     vision_params = sum(p.numel() for p in vlm.model.model.vision_model.parameters())
     vlm.model.generation_config.min_new_tokens = tokens  # forced: random weights stop anywhere
-    print(f"{name}: built in {build_s:.1f} s, {params / 1e6:.0f}M parameters")
+    print(f"{name}: built in {build_s:.1f} s, {params / 1e6:.0f}M parameters", flush=True)
+    run = Runs(repeats)
 
     warm = decode(video, 1)
     vlm.answer(warm, "Hi?", max_new_tokens=2)  # one-time costs (kernels, allocator)
-    vlm._encoded.clear()
 
-    # First answer: nothing cached.
-    (frames, decode_s) = timed(lambda: decode(video, n_frames))
-    (first, answer_s) = timed(
-        lambda: vlm.answer(frames, QUESTION, max_new_tokens=tokens, system=SYSTEM)
+    # First answer: nothing cached (the frame feature cache is emptied before each run).
+    frames, decode_s = run("decode", lambda: decode(video, n_frames))
+    first, answer_s = run(
+        "first_answer",
+        lambda: vlm.answer(frames, QUESTION, max_new_tokens=tokens, system=SYSTEM),
+        before=vlm._encoded.clear,
     )
     first_usage = dict(vlm.last_usage)
     assert first_usage["new_tokens"] == tokens and not first_usage["cached_frames"]
@@ -173,16 +206,14 @@ def run_model(name: str, tiny_dir: Path, video: Path, n_frames: int, tokens: int
         return vlm.generate(inputs, max_new_tokens=tokens)
 
     # Follow-up, four ways.
-    def no_cache():
-        return generate(prepare(decode(video, n_frames)))
-
-    (_, no_cache_s) = timed(no_cache)
-    (_, decoded_s) = timed(lambda: generate(prepare(frames)))
-    (inputs, preprocess_s) = timed(lambda: prepare(frames))
-    (plain_text, generate_s) = timed(lambda: generate(inputs))
+    _, no_cache_s = run("no_cache", lambda: generate(prepare(decode(video, n_frames))))
+    _, decoded_s = run("decoded_frames_cached", lambda: generate(prepare(frames)))
+    inputs, preprocess_s = run("preprocess", lambda: prepare(frames))
+    plain_text, generate_s = run("preprocessed_cached", lambda: generate(inputs))
     follow_tokens = vlm.last_usage["prompt_tokens"]
-    (cached_text, features_s) = timed(
-        lambda: vlm.answer(frames, FOLLOW_UP, history, max_new_tokens=tokens, system=SYSTEM)
+    cached_text, features_s = run(
+        "vision_features_cached",
+        lambda: vlm.answer(frames, FOLLOW_UP, history, max_new_tokens=tokens, system=SYSTEM),
     )
     assert vlm.last_usage["cached_frames"] and vlm.last_usage["new_tokens"] == tokens
 
@@ -193,7 +224,7 @@ def run_model(name: str, tiny_dir: Path, video: Path, n_frames: int, tokens: int
                 inputs["pixel_values"], inputs["pixel_attention_mask"]
             )
 
-    (_, vision_s) = timed(vision)
+    _, vision_s = run("vision_tower", vision)
     per_frame = visual_tokens_per_frame(vlm, size=frames[0].image.size)
     result = {
         "parameters_m": round(params / 1e6, 1),
@@ -219,8 +250,10 @@ def run_model(name: str, tiny_dir: Path, video: Path, n_frames: int, tokens: int
             "vision_features_cached": round(features_s, 3),
         },
         "feature_cache_same_text": cached_text == plain_text,
+        "runs_s": run.raw,
+        "cpu_busy_of_fastest": run.cpu,
     }
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2), flush=True)
     return result
 
 
@@ -231,7 +264,8 @@ def readme_table(result: dict) -> str:
         f"`bench/bench_vqa.py`: SmolVLM2 architectures with random weights, "
         f"{result['machine']['cpus']} CPU cores, torch threads {result['machine']['torch_threads']}, "
         f"float32; {result['frames']} frames of `{result['video']}` (longest side 768), "
-        f"{result['tokens']} new tokens forced per answer. Seconds, one run each after a warm-up.",
+        f"{result['tokens']} new tokens forced per answer. Seconds, fastest of "
+        f"{result['repeats']} runs after a warm-up.",
         "",
         "| model | params | visual tokens / frame | prompt tokens | first answer | "
         "follow-up: no cache | decoded frames cached | preprocessed cached (generate only) | "
@@ -261,7 +295,10 @@ def readme_table(result: dict) -> str:
     same = all(r["feature_cache_same_text"] for r in result["models"].values())
     lines += [
         "",
-        f"Peak RSS {result['peak_rss_mb']:.0f} MB. The cached-features answer "
+        f"Peak RSS {result['peak_rss_mb']:.0f} MB. Cores kept busy by the fastest runs: "
+        f"{min(min(r['cpu_busy_of_fastest'].values()) for r in result['models'].values()):.2f}"
+        " at least (1 = every torch thread busy; lower means another process competed). "
+        "The cached-features answer "
         f"{'equals' if same else 'DIFFERS from'} the from-scratch answer token for token.",
     ]
     return "\n".join(lines) + "\n"
@@ -272,6 +309,7 @@ def main() -> None:
     parser.add_argument("--video", type=Path, default=VIDEO)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2, help="runs per step; the fastest counts")
     parser.add_argument("--models", nargs="+", default=list(TEXT), choices=list(TEXT))
     parser.add_argument("--no-readme", action="store_true", help="do not append to the README")
     args = parser.parse_args()
@@ -283,7 +321,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tiny_dir = tiny_smolvlm_dir(Path(tmp))
         for name in args.models:
-            models[name] = run_model(name, tiny_dir, args.video, args.frames, args.tokens)
+            models[name] = run_model(
+                name, tiny_dir, args.video, args.frames, args.tokens, args.repeats
+            )
             gc.collect()  # the model is freed before the next is built
     result = {
         "benchmark": "vqa",
@@ -298,6 +338,7 @@ def main() -> None:
         "video": args.video.name,
         "frames": args.frames,
         "tokens": args.tokens,
+        "repeats": args.repeats,
         "models": models,
         "total_s": round(time.perf_counter() - started, 1),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -99,7 +99,7 @@ def naive_label_matrix(embedder: ClipEmbedder) -> np.ndarray:
 
 
 def naive_classify(embedder: ClipEmbedder, vectors: np.ndarray, text: np.ndarray) -> np.ndarray:
-    scale = float(embedder.model.logit_scale.exp())
+    scale = float(embedder.model.logit_scale.detach().exp())
     logits = scale * (vectors @ text.T)
     logits -= logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
