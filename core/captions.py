@@ -253,8 +253,9 @@ def _clock(seconds: float, sep: str) -> str:
 
 
 def _cues(result: VideoCaptions) -> list[tuple[float, float, str]]:
-    """One cue per segment; a cue lasts at least half a second so players show it."""
-    return [(s.start, max(s.end, s.start + 0.5), s.text) for s in result.segments]
+    """One cue per segment, from its start to the next segment's (the last to the video's end), so
+    cues never overlap or outlast the video; only an empty segment gets half a second."""
+    return [(s.start, s.end if s.end > s.start else s.start + 0.5, s.text) for s in result.segments]
 
 
 def to_srt(result: VideoCaptions) -> str:

@@ -9,6 +9,7 @@ exports captions. Real videos come from ../shared/media/video.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import re
@@ -362,9 +363,14 @@ def test_subtitles_of_a_captioned_video(captioned):
         assert len(cues) == len(result.segments)
         for (start, end, caption), segment in zip(cues, result.segments, strict=True):
             assert start == pytest.approx(segment.start, abs=5e-4)
-            # A cue lasts at least half a second so players show it.
-            assert end == pytest.approx(max(segment.end, segment.start + 0.5), abs=5e-4)
+            assert end == pytest.approx(segment.end, abs=5e-4) and end > start
             assert caption == segment.text.replace("-->", "->")
+        # Cues never overlap, and the last one ends with the video.
+        for (_, end, _), (next_start, _, _) in itertools.pairwise(cues):
+            assert end <= next_start + 5e-4
+        assert cues[-1][1] == pytest.approx(
+            max(result.duration, result.segments[-1].start), abs=5e-4
+        )
     assert to_vtt(result).startswith("WEBVTT\n\n")
 
 
