@@ -104,8 +104,10 @@ def load_image(
         name: how to name the file in messages (defaults to the path).
         max_bytes: larger files are refused before reading.
         max_pixels: images declaring more pixels are refused before decoding (decompression bombs).
-        min_side: when given, JPEGs may be decoded at a reduced scale whose shorter side is still at
-            least this many pixels (much faster; enough for thumbnails and model inputs).
+        min_side: when given, the image returned may be smaller, its shorter side still at least
+            this many pixels (enough for thumbnails and model inputs): JPEGs are decoded at a reduced
+            scale (much faster), other formats reduced by an integer factor after decoding (much
+            less memory held per image). `width` and `height` stay the file's.
     """
     label = name or (str(source) if isinstance(source, Path) else "upload")
     if isinstance(source, Path):
@@ -180,6 +182,8 @@ def load_image(
     except Exception:  # a broken EXIF block must not make the pixels unusable
         pass
     rgb = _to_rgb(img)
+    if min_side and min(rgb.size) >= 2 * min_side:
+        rgb = rgb.reduce(min(rgb.size) // min_side)
     return LoadedImage(image=rgb, width=width, height=height, format=IMAGE_FORMATS[fmt])
 
 

@@ -234,6 +234,23 @@ def test_jpeg_draft_decode_keeps_full_dimensions(shared_images):
     assert min(draft.image.size) >= 64
 
 
+def test_a_large_png_is_reduced_but_keeps_its_dimensions_and_content(tmp_path):
+    """Formats without reduced-scale decoding are shrunk after decoding: a folder of large
+    screenshots must not hold full-size copies in memory while they wait for the model."""
+    big = Image.new("RGB", (1800, 1200), (0, 0, 255))
+    big.paste((255, 0, 0), (0, 0, 900, 1200))  # left half red, right half blue
+    path = tmp_path / "big.png"
+    big.save(path)
+    loaded = load_image(path, min_side=256)
+    assert (loaded.width, loaded.height) == (1800, 1200)
+    assert 256 <= min(loaded.image.size) < 512
+    w, h = loaded.image.size
+    assert w / h == pytest.approx(1.5, rel=0.02)
+    assert loaded.image.getpixel((w // 4, h // 2)) == (255, 0, 0)
+    assert loaded.image.getpixel((3 * w // 4, h // 2)) == (0, 0, 255)
+    assert load_image(path).image.size == (1800, 1200)  # without min_side: full size
+
+
 # -- the indexer on a folder with bad files ---------------------------------------------------------
 
 
