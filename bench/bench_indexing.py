@@ -22,7 +22,7 @@ again many times with a small crop (a different offset per copy) and, for JPEGs,
 quality, so every copy has different content (the pipeline skips identical files by sha256) and
 keeps the source's size (0.05-0.5 MP) and format (JPEG, PNG with L/RGBA/RGB modes). With --scale N
 each copy is also enlarged N times per side (N=6: about 12 MP, the size of a phone's photos), where
-decoding, not the model, dominates the naive loop.
+decoding costs about as much CPU as the model.
 
 Each stage runs in its own subprocess (this script with --stage). Memory: RSS once the model is
 loaded, the stage's peak RSS (the kernel's high-water mark VmHWM, reset after loading through
@@ -188,8 +188,7 @@ def run_stage(stage: str, images: Path, weights: Path, work: Path) -> dict:
         seconds = time.perf_counter() - start
 
     elif stage == "naive":
-        from core.indexing import file_sha256, load_image, make_thumbnail
-        from core.media import THUMBNAIL_SIZE
+        from core.media import THUMBNAIL_SIZE, file_sha256, load_image, make_thumbnail
         from core.store import Library, NewImage
 
         library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
