@@ -36,6 +36,12 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 # -- real media ----------------------------------------------------------------------------
 
+# Megamind.avi's shot cuts (seconds), found from consecutive-frame HSV differences (each about
+# 40 on a 0-255 scale against at most 7 elsewhere) and confirmed on a contact sheet of its
+# frames: woman at the table / man facing her / woman again / man in glasses close up. The
+# black first frame (0.04 s) is shorter than a scene and belongs to the first one.
+MEGAMIND_CUTS = [4.129, 6.465, 8.383]
+
 
 def require_media(sub: str = "images") -> Path:
     """The shared media folder: skipped when absent, but a failure on CI (CI=true)."""

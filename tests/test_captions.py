@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import db_query, require_media, run_cli, tiny_settings
+from conftest import MEGAMIND_CUTS, db_query, require_media, run_cli, tiny_settings
 from PIL import Image
 
 from core.captions import (
@@ -40,6 +40,7 @@ from core.captions import (
 )
 from core.errors import LibraryError, MediaError
 from core.indexing import Indexer
+from core.media import probe_video
 from core.models.captioner import load_captioner
 from core.search import rank_frames
 from core.store import Library
@@ -591,6 +592,30 @@ def test_cli_caption_prints_json_and_writes_the_folder(tmp_path, videos):
     assert len(list(out.glob("frame_*.txt"))) == len(data["frames"])
     assert json.loads((out / "captions.json").read_text())["overall"] == data["overall"]
     assert (out / "captions.srt").is_file() and (out / "captions.vtt").is_file()
+
+
+def test_cli_caption_max_frames_and_scenes(tmp_path, videos):
+    home = tmp_path / "home"
+
+    def caption(*options) -> list[float]:
+        args = ["--profile", "tiny", "caption", *options, "--out", tmp_path / "out", "--json"]
+        proc = run_cli(args, home)
+        assert proc.returncode == 0, proc.stderr
+        return [f["timestamp"] for f in json.loads(proc.stdout)["frames"]]
+
+    # --max-frames caps the frames and spreads them over the whole video.
+    spread = caption(videos / "box.mp4", "--every", "0.5", "--max-frames", "3")
+    assert len(spread) == 3 and spread == sorted(spread)
+    duration = probe_video(videos / "box.mp4").duration
+    assert spread[0] < duration / 3 and spread[-1] > duration / 2
+    # --scenes: one frame per shot, each taken just after a cut.
+    shots = caption(videos / "Megamind.avi", "--scenes")
+    assert len(shots) == len(MEGAMIND_CUTS) + 1 and shots[0] < 0.5
+    for taken, cut in zip(shots[1:], MEGAMIND_CUTS, strict=True):
+        assert cut - 0.1 <= taken <= cut + 0.6
+    assert len(caption(videos / "Megamind.avi", "--every", "2")) > len(shots)
+    bad = run_cli(["--profile", "tiny", "caption", videos / "box.mp4", "--max-frames", "0"], home)
+    assert bad.returncode != 0 and "--max-frames" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_cli_caption_of_a_missing_file_fails_cleanly(tmp_path):

@@ -15,6 +15,7 @@ import av
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from conftest import MEGAMIND_CUTS
 
 from core import media
 from core.errors import ConfigError, MediaError
@@ -50,11 +51,6 @@ EXPECTED = {
         container="mp4", codec="h264", size=(320, 240), fps=30.0, duration=1.2, audio=True
     ),
 }
-# Megamind.avi's shot cuts (seconds), found from consecutive-frame HSV differences (each about
-# 40 on a 0-255 scale against at most 7 elsewhere) and confirmed on a contact sheet of its
-# frames: woman at the table / man facing her / woman again / man in glasses close up. The
-# black first frame (0.04 s) is shorter than a scene and belongs to the first one.
-MEGAMIND_CUTS = [4.129, 6.465, 8.383]
 
 
 def shared_video(name: str) -> Path:
