@@ -38,11 +38,10 @@ with tab_add:
     )
     if st.button("Add uploaded images", disabled=not uploads, icon=":material/upload:"):
         try:
-            st.session_state["index_report"] = get_indexer().index_uploads(
-                [(u.name, u.getvalue()) for u in uploads],
-                collection,
-                progress=ProgressBar("Adding uploads"),
-            )
+            with ProgressBar("Adding uploads") as progress:
+                st.session_state["index_report"] = get_indexer().index_uploads(
+                    [(u.name, u.getvalue()) for u in uploads], collection, progress=progress
+                )
         except FramescopeError as exc:
             show_error(exc)
     st.divider()
@@ -61,9 +60,10 @@ with tab_add:
         )
     if st.button("Index folder", disabled=not folder.strip(), icon=":material/folder_open:"):
         try:
-            st.session_state["index_report"] = get_indexer().index(
-                [folder.strip()], collection, progress=ProgressBar("Indexing")
-            )
+            with ProgressBar("Indexing") as progress:
+                st.session_state["index_report"] = get_indexer().index(
+                    [folder.strip()], collection, progress=progress
+                )
         except FramescopeError as exc:
             show_error(exc)
     if report := st.session_state.get("index_report"):

@@ -101,17 +101,18 @@ if st.button(
             )
         else:
             path, name, collection = Path(record.path), record.name, record.collection
-        st.session_state["captions"] = caption_video(
-            library,
-            indexer,
-            captioner,
-            path,
-            sampling=sampling,
-            prompt=prompt.strip(),
-            collection=collection,
-            name=name,
-            progress=ProgressBar("Captioning"),
-        )
+        with ProgressBar("Captioning") as progress:
+            st.session_state["captions"] = caption_video(
+                library,
+                indexer,
+                captioner,
+                path,
+                sampling=sampling,
+                prompt=prompt.strip(),
+                collection=collection,
+                name=name,
+                progress=progress,
+            )
         st.session_state.pop("caption_folder", None)
         st.session_state.pop("caption_paragraph", None)
     except FramescopeError as exc:

@@ -60,7 +60,7 @@ st.caption(
 if st.button(
     "Summarize", type="primary", icon=":material/summarize:", disabled=not (url.strip() or upload)
 ):
-    stop_button("stop-summary")
+    stop = stop_button("stop-summary")
     bars: dict = {}
 
     def progress(stage: str, done: float, total: float | None, message: str) -> None:
@@ -104,6 +104,7 @@ if st.button(
         st.session_state["summary_seek"] = 0.0
     except FramescopeError as exc:
         show_error(exc)
+    stop.empty()
 
 summary = st.session_state.get("summary")
 if summary is not None:

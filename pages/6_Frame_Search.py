@@ -64,12 +64,13 @@ with tab_add:
     )
     if st.button("Add uploaded videos", disabled=not uploads, icon=":material/upload:"):
         try:
-            st.session_state["video_report"] = get_indexer().index_uploads(
-                [(u.name, u.getvalue()) for u in uploads],
-                collection,
-                sampling=sampling,
-                progress=ProgressBar("Adding videos"),
-            )
+            with ProgressBar("Adding videos") as progress:
+                st.session_state["video_report"] = get_indexer().index_uploads(
+                    [(u.name, u.getvalue()) for u in uploads],
+                    collection,
+                    sampling=sampling,
+                    progress=progress,
+                )
         except FramescopeError as exc:
             show_error(exc)
     if settings.mode == "local":
@@ -78,9 +79,10 @@ with tab_add:
         )
         if st.button("Index videos", disabled=not path.strip(), icon=":material/folder_open:"):
             try:
-                st.session_state["video_report"] = get_indexer().index(
-                    [path.strip()], collection, sampling=sampling, progress=ProgressBar("Indexing")
-                )
+                with ProgressBar("Indexing") as progress:
+                    st.session_state["video_report"] = get_indexer().index(
+                        [path.strip()], collection, sampling=sampling, progress=progress
+                    )
             except FramescopeError as exc:
                 show_error(exc)
     if report := st.session_state.get("video_report"):

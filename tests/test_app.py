@@ -146,6 +146,7 @@ def test_search_page_uploads_good_and_bad_files(app_home):
     at.run()
     next(b for b in at.button if b.label == "Add uploaded images").click().run()
     assert not at.exception
+    assert not any(b.label == "Stop" for b in at.button)  # the job is over: no Stop button left
     assert any("2 added" in w.value and "1 failed" in w.value for w in at.warning)
     failed = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert list(failed["file"]) == ["fake.jpg"]
@@ -258,6 +259,7 @@ def test_captions_page_upload_caption_and_save(app_home):
     next(n for n in at.number_input if n.label == "Seconds between frames").set_value(0.5)
     next(b for b in at.button if b.label == "Caption video").click().run()
     assert not at.exception and not at.error
+    assert not any(b.label == "Stop" for b in at.button)
     assert any("clip.mp4 · 3 frames" in c.value.replace("\\", "") for c in at.caption)
     segments = next(d.value for d in at.dataframe if "caption" in d.value.columns)
     assert segments["from"].iloc[0] == "0:00.0"
@@ -383,6 +385,7 @@ def test_summary_page_upload_chapters_and_exports(app_home):
     next(n for n in at.number_input if n.label == "Frames per chunk").set_value(1)
     next(b for b in at.button if b.label == "Summarize").click().run()
     assert not at.exception and not at.error
+    assert not any(b.label == "Stop" for b in at.button)
     assert (
         at.text[0].value == "[click](http://evil.example) ![x](http://evil.example/a.png)"
     )  # shown as text

@@ -48,13 +48,20 @@ def show_error(exc: FramescopeError) -> None:
 
 
 class ProgressBar:
-    """A progress callback (done, total, message) drawing a Streamlit progress bar."""
+    """A progress callback (done, total, message) drawing a Streamlit progress bar, with a Stop
+    button while the job runs. Use it as a context manager: the button goes when the job ends."""
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.bar = st.progress(0.0, text=label)
-        stop_button(f"stop-{label}")
+        self.stop = stop_button(f"stop-{label}")
         self.last = 0.0
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.empty()
 
     def __call__(self, done: int, total: int, message: str) -> None:
         now = time.monotonic()
@@ -262,9 +269,12 @@ def frame_grid(
     return action
 
 
-def stop_button(key: str) -> None:
+def stop_button(key: str):
     """A Stop button shown while a long job runs: pressing it makes Streamlit rerun the page,
-    which interrupts the job at its next progress update. Work written so far is kept."""
-    st.button(
+    which interrupts the job at its next progress update. Work written so far is kept. Returns
+    its placeholder: call `.empty()` on it when the job is over."""
+    slot = st.empty()
+    slot.button(
         "Stop", key=key, icon=":material/stop_circle:", help="Stop here; run again later to resume."
     )
+    return slot
