@@ -147,6 +147,7 @@ def test_search_page_uploads_good_and_bad_files(app_home):
     next(b for b in at.button if b.label == "Add uploaded images").click().run()
     assert not at.exception
     assert not any(b.label == "Stop" for b in at.button)  # the job is over: no Stop button left
+    assert at.get("progress")[0].proto.text == "Adding uploads: 3/3 · done"
     assert any("2 added" in w.value and "1 failed" in w.value for w in at.warning)
     failed = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert list(failed["file"]) == ["fake.jpg"]

@@ -63,13 +63,14 @@ class ProgressBar:
     def __exit__(self, *exc) -> None:
         self.stop.empty()
 
-    def __call__(self, done: int, total: int, message: str) -> None:
+    def __call__(self, done: float, total: int, message: str) -> None:
         now = time.monotonic()
         if message != "done" and now - self.last < 0.25:
             return
         self.last = now
         fraction = done / total if total else 1.0
-        self.bar.progress(min(1.0, fraction), text=f"{self.label}: {done}/{total} · {message}")
+        count = int(done) if float(done).is_integer() else round(done, 1)  # 4, not 4.0
+        self.bar.progress(min(1.0, fraction), text=f"{self.label}: {count}/{total} · {message}")
 
 
 def index_report(report: IndexReport) -> None:
