@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import streamlit as st
 
-from core.config import ENVIRONMENT
+from core.config import SETTINGS, shown_value
 from core.errors import FramescopeError
-from core.models.clip import resolve_device
-from ui.components import format_size, page_header, plain, show_error
-from ui.resources import get_embedder, get_library, get_settings
+from core.format import format_size
+from core.models import describe_loaded, planned_models
+from ui.components import page_header, plain, show_error
+from ui.resources import get_embedder, get_library, get_settings, loaded_models
 
 st.set_page_config(page_title="Framescope", page_icon=":material/frame_inspect:", layout="wide")
 settings = get_settings()
@@ -28,13 +27,13 @@ except FramescopeError as exc:
     st.stop()
 
 st.subheader("Library")
-counts = library.counts()
+counts = library.catalog.counts()
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Collections", counts["collections"])
 c2.metric("Images", counts["images"])
 c3.metric("Videos", counts["videos"])
 c4.metric("Failed files", counts["failed"])
-collections = library.collections()
+collections = library.catalog.collections()
 if collections:
     st.dataframe(
         pd.DataFrame(
@@ -56,7 +55,7 @@ else:
     st.info("The library is empty: add a folder or upload images on the **Image search** page.")
 st.caption(f"Data directory: {plain(str(settings.home))}")
 
-failed = library.failed_files()
+failed = library.catalog.failed_files()
 if failed:
     with st.expander(f"Failed files ({len(failed)})", expanded=len(failed) <= 10):
         st.dataframe(
@@ -71,37 +70,25 @@ if failed:
         )
 
 st.subheader("Models")
-clip_name = (
-    "framescope-tiny-clip"
-    if settings.profile == "tiny"
-    else f"{settings.clip_model} / {settings.clip_pretrained}"
-)
-status = {
-    "role": "image-text embeddings (CLIP)",
-    "model": clip_name,
-    "profile": settings.profile,
-    "device": resolve_device(settings.device),
-}
 try:
-    embedder = get_embedder()
-    status["weights"] = "real" if embedder.real_weights else "random (tiny profile)"
-    status["state"] = "loaded"
+    get_embedder()  # search needs it on every page: load it now, or say why it cannot be
 except FramescopeError as exc:
-    status["weights"] = "unavailable"
-    status["state"] = "not loaded"
     show_error(exc)
-st.dataframe(pd.DataFrame([status]), hide_index=True, width="stretch")
-
-
-def setting_shown(name: str, default: str) -> str:
-    """A setting's value for the table: keys are never shown, endpoints not in shared mode."""
-    value = os.environ.get(name, "")
-    if not value:
-        return f"(default: {default})"
-    if name.endswith("_API_KEY") or (settings.mode == "shared" and name.endswith("_BASE_URL")):
-        return "(set, hidden)"
-    return value
-
+loaded = loaded_models()
+rows = []
+for info in planned_models(settings):
+    model = loaded.get(info.role)
+    shown = describe_loaded(info.role, model) if model is not None else info
+    rows.append(
+        {
+            "role": shown.role,
+            "model": shown.name,
+            "device": shown.device,
+            "weights": shown.weights,
+            "state": "loaded" if model is not None else "not loaded",
+        }
+    )
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 st.subheader("Settings")
 st.caption(
@@ -110,12 +97,8 @@ st.caption(
 st.dataframe(
     pd.DataFrame(
         [
-            {
-                "variable": name,
-                "value": setting_shown(name, default),
-                "meaning": meaning,
-            }
-            for name, (default, meaning) in ENVIRONMENT.items()
+            {"variable": s.env, "value": shown_value(s, settings.mode), "meaning": s.meaning}
+            for s in SETTINGS
         ]
     ),
     hide_index=True,

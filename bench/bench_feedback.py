@@ -50,7 +50,7 @@ import scipy
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core import feedback as fb  # noqa: E402
+from core.search import feedback as fb  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DIM, SHOWN, ROUNDS, TOP_K_SHOWN = 512, 20, 3, 50

@@ -188,11 +188,11 @@ def run_stage(stage: str, images: Path, weights: Path, work: Path) -> dict:
         seconds = time.perf_counter() - start
 
     elif stage == "naive":
+        from core.library import Library, NewImage
         from core.media import THUMBNAIL_SIZE, file_sha256, load_image, make_thumbnail
-        from core.store import Library, NewImage
 
         library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
-        collection = library.collection_id("bench")
+        collection = library.catalog.collection_id("bench")
         start = time.perf_counter()
         for p in paths:
             st = p.stat()
@@ -218,10 +218,10 @@ def run_stage(stage: str, images: Path, weights: Path, work: Path) -> dict:
                 same_as=None,
                 replaces=None,
             )
-            library.add_images(collection, embedder.key, [row])
-        library.save_index(embedder.key, embedder.dim)
+            library.ingest.add_images(collection, embedder.key, [row])
+        library.vectors.save_index(embedder.key, embedder.dim)
         seconds = time.perf_counter() - start
-        if library.counts(embedder.key)["embeddings"] != len(paths):
+        if library.catalog.counts(embedder.key)["embeddings"] != len(paths):
             raise SystemExit("the naive loop did not index every image")
 
     elif stage == "model-only":
@@ -236,7 +236,7 @@ def run_stage(stage: str, images: Path, weights: Path, work: Path) -> dict:
 
     elif stage in ("pipeline", "profile"):
         from core.indexing import Indexer
-        from core.store import Library
+        from core.library import Library
 
         library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
         indexer = Indexer(library, embedder, settings)
@@ -328,10 +328,16 @@ def _instrument(indexer) -> _Profile:
     emb, lib = indexer.embedder, indexer.library
     emb.preprocess = prof.wrap("preprocess (loader threads)", emb.preprocess)
     emb.embed_tensors = prof.wrap("embed_tensors: CLIP forward (main)", emb.embed_tensors)
-    lib.add_images = prof.wrap("add_images: thumbnails + SQLite (main)", lib.add_images)
-    lib.embedded_copy = prof.wrap("embedded_copy lookup (loader threads)", lib.embedded_copy)
-    lib.same_content = prof.wrap("same_content lookup (main)", lib.same_content)
-    lib.save_index = prof.wrap("save_index: FAISS build + save (main)", lib.save_index)
+    lib.ingest.add_images = prof.wrap(
+        "add_images: thumbnails + SQLite (main)", lib.ingest.add_images
+    )
+    lib.ingest.embedded_copy = prof.wrap(
+        "embedded_copy lookup (loader threads)", lib.ingest.embedded_copy
+    )
+    lib.ingest.same_content = prof.wrap("same_content lookup (main)", lib.ingest.same_content)
+    lib.vectors.save_index = prof.wrap(
+        "save_index: FAISS build + save (main)", lib.vectors.save_index
+    )
     return prof
 
 

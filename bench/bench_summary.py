@@ -56,11 +56,11 @@ from _machine import CPUS, OthersLoad  # noqa: E402
 from bench_vqa import build as build_vlm  # noqa: E402
 
 import core.summarize as summarize_mod  # noqa: E402
+from core.library import Library  # noqa: E402
 from core.media import file_sha256, probe_video  # noqa: E402
 from core.models.llm import LocalLlm  # noqa: E402
 from core.models.tiny import tiny_llm_dir, tiny_smolvlm_dir  # noqa: E402
 from core.models.vlm import LocalVlm, VlmFrame, visual_tokens_per_frame  # noqa: E402
-from core.store import Library  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 VIDEO = Path("/tmp/vbench/long_gop_10min.mp4")

@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _machine import OthersLoad, wait_for_quiet  # noqa: E402
 
-from core.vector_index import FLAT, VectorIndex, recall_at_k  # noqa: E402
+from core.library.index import FLAT, VectorIndex, recall_at_k  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DIM, K, EXACT_LIMIT = 512, 10, 50_000

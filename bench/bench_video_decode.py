@@ -107,17 +107,18 @@ def make_videos(work: Path) -> dict[str, Path]:
 
 def run_stage(video: Path, strategy: str, every: float, limit_s: float | None) -> dict:
     from core import media
+    from core.media.sampling import _Clock
 
     info = media.probe_video(video, media.VideoLimits())
     decoded = 0
-    clock = media._Clock.__call__
+    clock = _Clock.__call__
 
     def counting(self, frame):  # counts the frames the decoder outputs
         nonlocal decoded
         decoded += 1
         return clock(self, frame)
 
-    media._Clock.__call__ = counting
+    _Clock.__call__ = counting
     sampler = media.FrameSampler(info, every=every, strategy=strategy)
     lags = []
     delivered = 0

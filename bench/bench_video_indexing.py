@@ -60,9 +60,9 @@ from _machine import CPUS, OthersLoad, own_cpu_seconds  # noqa: E402
 
 import core.indexing as indexing  # noqa: E402
 from core.config import Settings  # noqa: E402
+from core.library import Library  # noqa: E402
 from core.media import FrameSampler, probe_video  # noqa: E402
 from core.models.clip import load_clip  # noqa: E402
-from core.store import Library  # noqa: E402
 from core.types import Sampling  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -232,10 +232,10 @@ def run_pipeline(embedder, settings: Settings, path: Path, limit_s: float | None
     indexing.probe_video = timers.wrap("probe", saved["probe"])
     embedder.preprocess = timers.wrap("preprocess", type(embedder).preprocess.__get__(embedder))
     embedder.embed_tensors = timers.wrap("embed", type(embedder).embed_tensors.__get__(embedder))
-    library.add_frames = timers.wrap("write", library.add_frames)
-    library.save_index = timers.wrap("save_index", library.save_index)
-    library.begin_video = timers.wrap("begin_video", library.begin_video)
-    library.finish_video = timers.wrap("finish_video", library.finish_video)
+    library.ingest.add_frames = timers.wrap("write", library.ingest.add_frames)
+    library.vectors.save_index = timers.wrap("save_index", library.vectors.save_index)
+    library.ingest.begin_video = timers.wrap("begin_video", library.ingest.begin_video)
+    library.ingest.finish_video = timers.wrap("finish_video", library.ingest.finish_video)
     try:
         indexer = indexing.Indexer(library, embedder, settings)
         load = OthersLoad().start()

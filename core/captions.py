@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import io
 import json
-import math
-import re
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,36 +16,17 @@ import numpy as np
 from PIL import Image
 
 from core.errors import LibraryError, MediaError
-from core.indexing import Indexer, Progress, upload_name
+from core.format import format_timestamp
+from core.indexing import Indexer, upload_name
+from core.jobs import Job, job_or_new
+from core.library import Library
 from core.models.captioner import Captioner
 from core.models.clip import ClipEmbedder
-from core.store import Library
-from core.types import Sampling, format_timestamp
+from core.search.text import content_words
+from core.types import Sampling
 
 SEGMENT_SIMILARITY = (
     0.5  # consecutive captions sharing at least this share of words are one segment
-)
-_WORD = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "on",
-        "in",
-        "at",
-        "with",
-        "and",
-        "is",
-        "are",
-        "to",
-        "there",
-        "this",
-        "that",
-        "it",
-        "its",
-    ]
 )
 
 
@@ -93,13 +72,9 @@ class VideoCaptions:
         return data
 
 
-def _words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
-
-
 def caption_similarity(a: str, b: str) -> float:
     """Share of content words two captions have in common (Jaccard); 1.0 for two empty captions."""
-    wa, wb = _words(a), _words(b)
+    wa, wb = content_words(a), content_words(b)
     if not wa and not wb:
         return 1.0
     return len(wa & wb) / len(wa | wb)
@@ -159,46 +134,48 @@ def caption_video(
     prompt: str = "",
     collection: str = "videos",
     name: str | None = None,
-    progress: Progress | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    job: Job | None = None,
     max_new_tokens: int = 30,
     batch_size: int = 8,
 ) -> VideoCaptions:
     """Sample a video's frames (stored in the library), caption those not captioned yet by this
     model and prompt, and aggregate. Captions are written batch by batch: a stopped run resumes.
 
-    Raises MediaError when the video cannot be used (the reason names the file).
+    `job` gets the progress of sampling, then of captioning, and may stop either (MediaError; what
+    was written is kept). Raises MediaError when the video cannot be used (the reason names the file).
     """
+    job = job_or_new(job)
     path = Path(path)
     names = {str(path): name} if name else None
     report = indexer.index(
         [path],
         collection,
         sampling=sampling,
-        progress=progress,
-        should_stop=should_stop,
+        job=job,
         names=names,
     )
     if report.failed:
         raise MediaError(name or path.name, report.failed[0].reason)
     failed = next(
-        (m for m in library.failed_files(collection) if m.path == str(path.resolve())), None
+        (m for m in library.catalog.failed_files(collection) if m.path == str(path.resolve())), None
     )
     if failed is not None:  # failed on an earlier run, unchanged since: the same reason again
         raise MediaError(name or path.name, failed.error or "cannot be used")
-    record = next((v for v in library.videos([collection]) if v.path == str(path.resolve())), None)
+    record = next(
+        (v for v in library.catalog.videos([collection]) if v.path == str(path.resolve())), None
+    )
     if record is None or report.interrupted:
         raise MediaError(
             name or path.name, "stopped before its frames were sampled; run it again to resume"
         )
-    frames = library.frames_of(record.id)
+    frames = library.catalog.frames_of(record.id)
     if not frames:
         raise MediaError(record.name, "no frame could be decoded")
-    done = library.captions_for(record.id, captioner.key, prompt)
+    done = library.annotations.captions_for(record.id, captioner.key, prompt)
     todo = [f for f in frames if f[0] not in done]
     started = time.monotonic()
     for start in range(0, len(todo), batch_size):
-        if should_stop is not None and should_stop():
+        if job.stopped:
             raise MediaError(
                 record.name, "captioning stopped; run it again to resume (captions so far are kept)"
             )
@@ -207,24 +184,23 @@ def caption_video(
         texts = captioner.caption(
             images, prompt or None, max_new_tokens=max_new_tokens, batch_size=batch_size
         )
-        library.add_captions(
+        library.annotations.add_captions(
             captioner.key, prompt, {f[0]: t for f, t in zip(chunk, texts, strict=True)}
         )
         done.update({f[0]: t for f, t in zip(chunk, texts, strict=True)})
-        if progress is not None:
-            finished = start + len(chunk)
-            rate = finished / max(time.monotonic() - started, 1e-6)
-            progress(
-                finished,
-                len(todo),
-                f"captioned {finished}/{len(todo)} frames, about {(len(todo) - finished) / rate:.0f} s left",
-            )
+        finished = start + len(chunk)
+        rate = finished / max(time.monotonic() - started, 1e-6)
+        job.report(
+            finished,
+            len(todo),
+            f"captioned {finished}/{len(todo)} frames, about {(len(todo) - finished) / rate:.0f} s left",
+        )
     captions = tuple(FrameCaption(fid, ts, done[fid], image) for fid, ts, image in frames)
     duration = record.duration or (captions[-1].timestamp if captions else 0.0)
     overall = representative_caption(
         indexer.embedder,
         [c.text for c in captions],
-        library.frame_vectors(record.id, indexer.embedder.key),
+        library.vectors.frame_vectors(record.id, indexer.embedder.key),
     )
     return VideoCaptions(
         video=record.name,
@@ -309,58 +285,6 @@ def zip_folder(folder: Path) -> bytes:
         for file in sorted(Path(folder).iterdir()):
             archive.write(file, arcname=file.name)
     return buffer.getvalue()
-
-
-# -- caption search ------------------------------------------------------------------------
-
-
-def bm25_scores(
-    query: str, documents: Sequence[str], k1: float = 1.2, b: float = 0.75
-) -> np.ndarray:
-    """BM25 relevance of each document to the query's words (0 where none match)."""
-    terms = _words(query)
-    docs = [_WORD.findall(d.lower()) for d in documents]
-    if not terms or not docs:
-        return np.zeros(len(docs))
-    avg = sum(len(d) for d in docs) / len(docs) or 1.0
-    scores = np.zeros(len(docs))
-    for term in terms:
-        df = sum(1 for d in docs if term in d)
-        if not df:
-            continue
-        idf = math.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
-        for i, d in enumerate(docs):
-            tf = d.count(term)
-            if tf:
-                scores[i] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(d) / avg))
-    return scores
-
-
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = 60) -> dict[int, float]:
-    """RRF: each item scores sum(1 / (k + rank)) over the rankings it appears in (rank from 1)."""
-    fused: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, item in enumerate(ranking, 1):
-            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
-    return fused
-
-
-def fuse_caption_scores(library: Library, ranking, query: str):
-    """A frame ranking re-scored by reciprocal-rank fusion of caption text match (BM25) and CLIP."""
-    captions = library.captions_in_scope(sorted(set(ranking.media_ids.tolist())))
-    if not captions:
-        return ranking
-    by_frame: dict[int, list[str]] = {}
-    for frame_id, _, text in captions:
-        by_frame.setdefault(frame_id, []).append(text)
-    frame_of = library.frame_ids(ranking.ids.tolist())
-    ids = [int(i) for i in ranking.ids]
-    docs = [" ".join(by_frame.get(frame_of.get(i), [])) for i in ids]
-    text_scores = bm25_scores(query, docs)
-    text_rank = [ids[i] for i in np.argsort(-text_scores, kind="stable") if text_scores[i] > 0]
-    clip_rank = [ids[i] for i in np.argsort(-ranking.scores, kind="stable")]
-    fused = reciprocal_rank_fusion([text_rank, clip_rank])
-    return ranking.with_scores(np.array([fused[i] for i in ids], np.float32))
 
 
 def paragraph_caption(llm, result: VideoCaptions, max_new_tokens: int = 120) -> str:

@@ -6,14 +6,17 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from core import __version__
-from core.config import ENVIRONMENT, PROFILES, Settings
+from core.config import PROFILES, Settings
 from core.errors import ConfigError, FramescopeError, MediaError
-from core.types import Hit, IndexReport, Sampling, SearchResult, format_timestamp
+from core.format import format_size, format_timestamp
+from core.jobs import Job, Step
+from core.types import IndexReport, Sampling, SearchResult
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -219,19 +222,23 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 class _ProgressLine:
-    """Progress on stderr: one rewritten line on a terminal, a line every few seconds otherwise."""
+    """A job's progress on stderr: one rewritten line on a terminal, a line every few seconds
+    otherwise. Its `job` goes to the work."""
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.last = 0.0
+        self.job = Job(on_progress=self.show)
 
-    def __call__(self, done: int, total: int, message: str) -> None:
+    def show(self, step: Step) -> None:
         now = time.monotonic()
-        final = message == "done"
+        final = step.message == "done"
         if not final and now - self.last < (0.2 if self.tty else 5.0):
             return
         self.last = now
-        line = f"[{int(done)}/{total}] {message}"
+        count = f"[{int(step.done)}/{int(step.total)}] " if step.total else ""
+        stage = f"{step.stage}: " if step.stage else ""
+        line = f"{count}{stage}{step.message}"
         if self.tty:
             sys.stderr.write("\r" + line.ljust(70) + ("\n" if final else ""))
         else:
@@ -239,35 +246,10 @@ class _ProgressLine:
         sys.stderr.flush()
 
 
-def _format_size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def _hit_json(hit: Hit) -> dict:
-    return {
-        "path": hit.path,
-        "name": hit.name,
-        "score": hit.score,
-        "collection": hit.collection,
-        "kind": hit.kind,
-        "timestamp": hit.timestamp,
-        "size_bytes": hit.size_bytes,
-        "width": hit.width,
-        "height": hit.height,
-        "id": hit.embedding_id,
-    }
-
-
 def cmd_index(args, settings: Settings) -> int:
     from core.indexing import Indexer, index_report_lines
+    from core.library import Library
     from core.models.clip import load_clip
-    from core.store import Library
 
     library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
     for path in args.paths:
@@ -291,7 +273,7 @@ def cmd_index(args, settings: Settings) -> int:
     report: IndexReport | None = None
     try:
         report = indexer.index(
-            args.paths, args.collection, sampling=sampling, progress=_ProgressLine()
+            args.paths, args.collection, sampling=sampling, job=_ProgressLine().job
         )
     except KeyboardInterrupt:
         print(
@@ -308,12 +290,11 @@ def cmd_index(args, settings: Settings) -> int:
 
 def _search_with_captions(library, embedder, args, images) -> SearchResult:
     """Video frames ranked by reciprocal-rank fusion of caption text match and CLIP similarity."""
-    from core.captions import fuse_caption_scores
-    from core.search import rank_frames
+    from core.search import fuse_caption_scores, rank_frames
 
     if not args.text.strip():
         raise ConfigError("--captions needs search words")
-    videos = [v.id for v in library.videos(args.collection)]
+    videos = [v.id for v in library.catalog.videos(args.collection)]
     ranking = rank_frames(
         library,
         embedder,
@@ -324,15 +305,16 @@ def _search_with_captions(library, embedder, args, images) -> SearchResult:
     )
     ranking = fuse_caption_scores(library, ranking, args.text)
     return SearchResult(
-        hits=tuple(library.hits(ranking.top(args.k))), cutoff=None, query=args.text.strip()
+        hits=tuple(library.vectors.hits(ranking.top(args.k))), cutoff=None, query=args.text.strip()
     )
 
 
 def cmd_search(args, settings: Settings) -> int:
+    from core.export import hit_record
+    from core.library import Library
     from core.media import load_image
     from core.models.clip import load_clip
     from core.search import search
-    from core.store import Library
 
     library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
     images = [
@@ -366,7 +348,7 @@ def cmd_search(args, settings: Settings) -> int:
                     "query": result.query,
                     "cutoff": result.cutoff,
                     "hidden": 0 if args.all else result.hidden_count,
-                    "hits": [_hit_json(h) for h in hits],
+                    "hits": [hit_record(h) for h in hits],
                 },
                 indent=2,
             )
@@ -375,7 +357,7 @@ def cmd_search(args, settings: Settings) -> int:
     for rank, hit in enumerate(hits, 1):
         when = f"  at {format_timestamp(hit.timestamp)}" if hit.timestamp is not None else ""
         print(
-            f"{rank:3d}  {hit.score:.4f}  {hit.path}{when}  ({_format_size(hit.size_bytes)}, {hit.collection})"
+            f"{rank:3d}  {hit.score:.4f}  {hit.path}{when}  ({format_size(hit.size_bytes)}, {hit.collection})"
         )
     if not args.all and result.hidden_count:
         print(
@@ -387,9 +369,9 @@ def cmd_search(args, settings: Settings) -> int:
 def cmd_caption(args, settings: Settings) -> int:
     from core.captions import caption_video, default_export_dir, export_captions
     from core.indexing import Indexer
+    from core.library import Library
     from core.models.captioner import load_captioner
     from core.models.clip import load_clip
-    from core.store import Library
 
     if args.every <= 0 or args.max_frames < 1:
         raise ConfigError("--every must be positive and --max-frames at least 1")
@@ -408,7 +390,7 @@ def cmd_caption(args, settings: Settings) -> int:
             sampling=sampling,
             prompt=args.prompt,
             collection=args.collection,
-            progress=_ProgressLine(),
+            job=_ProgressLine().job,
         )
     except KeyboardInterrupt:
         print(
@@ -589,10 +571,10 @@ def _frames_line(result) -> str:
 
 
 def cmd_summarize(args, settings: Settings) -> int:
-    from core.media import VideoLimits, probe_video
+    from core.library import Library
+    from core.media import probe_video
     from core.models.llm import load_llm
     from core.models.vlm import load_vlm
-    from core.store import Library
     from core.summarize import CONTEXT, INDEPENDENT, descriptions_csv, summarize_video, to_markdown
 
     if args.chunk_seconds <= 0 or args.frames < 1:
@@ -605,26 +587,16 @@ def cmd_summarize(args, settings: Settings) -> int:
         fetched = fetch_video(
             args.source,
             settings,
-            progress=lambda done, total, message: print(
-                f"\r{message}".ljust(60), end="", file=sys.stderr
-            ),
+            job=_ProgressLine().job.stage("download"),
         )
-        print(file=sys.stderr)
         path, title, cues = fetched.path, fetched.title, fetched.cues
     else:
         path = Path(args.source).expanduser()
         if not path.is_file():
             raise MediaError(args.source, "no such file")
-    limits = VideoLimits(
-        max_duration_s=settings.max_video_seconds,
-        max_pixels=settings.max_video_pixels,
-        max_bytes=settings.max_video_bytes,
-    )
+    limits = settings.video
     info = probe_video(path, limits)
     vlm, llm = load_vlm(settings), load_llm(settings)
-
-    def progress(stage: str, done: int, total: int, message: str) -> None:
-        print(f"[{stage} {done}/{total}] {message}", file=sys.stderr)
 
     try:
         summary = summarize_video(
@@ -640,7 +612,7 @@ def cmd_summarize(args, settings: Settings) -> int:
             frames_per_chunk=args.frames,
             scenes=args.scenes,
             mode=CONTEXT if args.context else INDEPENDENT,
-            progress=progress,
+            job=_ProgressLine().job,
         )
     except KeyboardInterrupt:
         print(
@@ -666,11 +638,11 @@ def cmd_summarize(args, settings: Settings) -> int:
 
 
 def cmd_status(args, settings: Settings) -> int:
-    from core.models.clip import resolve_device
-    from core.store import Library
+    from core.library import Library
+    from core.models import planned_models, resolve_device
 
     library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
-    failed = library.failed_files()
+    failed = library.catalog.failed_files()
     data = {
         "home": str(settings.home),
         "profile": settings.profile,
@@ -680,9 +652,10 @@ def cmd_status(args, settings: Settings) -> int:
         if settings.profile == "default"
         else {"model": "framescope-tiny-clip", "pretrained": "random weights (tiny profile)"},
         "real_weights": settings.profile == "default",
-        "counts": library.counts(),
-        "embeddings_by_model": library.model_keys(),
-        "collections": [c.__dict__ for c in library.collections()],
+        "models": [asdict(m) for m in planned_models(settings)],
+        "counts": library.catalog.counts(),
+        "embeddings_by_model": library.catalog.model_keys(),
+        "collections": [c.__dict__ for c in library.catalog.collections()],
         "failed": [
             {"path": f.path, "name": f.name, "collection": f.collection, "reason": f.error}
             for f in failed
@@ -695,14 +668,15 @@ def cmd_status(args, settings: Settings) -> int:
     print(
         f"Profile: {settings.profile} ({'real weights' if data['real_weights'] else 'RANDOM weights: results are meaningless'}), device {data['device']}, mode {settings.mode}"
     )
-    print(f"CLIP: {data['clip']['model']} / {data['clip']['pretrained']}")
+    for model in planned_models(settings):
+        print(f"{model.role}: {model.name} ({model.weights}, {model.device})")
     counts = data["counts"]
     print(
         f"Library: {counts['images']} images, {counts['videos']} videos, {counts['failed']} failed, in {counts['collections']} collections"
     )
-    for c in library.collections():
+    for c in library.catalog.collections():
         print(
-            f"  {c.name}: {c.images} images, {c.videos} videos, {c.failed} failed, {_format_size(c.bytes)}"
+            f"  {c.name}: {c.images} images, {c.videos} videos, {c.failed} failed, {format_size(c.bytes)}"
         )
     if failed:
         print("Failed files:")
@@ -729,16 +703,6 @@ def main(argv: list[str] | None = None) -> int:
     except FramescopeError as exc:
         print(f"framescope: error: {exc}", file=sys.stderr)
         return 1
-
-
-def environment_table() -> str:
-    """The FRAMESCOPE_* settings as a Markdown table (kept in the README)."""
-    rows = ["| variable | default | meaning |", "|---|---|---|"]
-    rows += [
-        f"| `{name}` | `{default}` | {meaning} |"
-        for name, (default, meaning) in ENVIRONMENT.items()
-    ]
-    return "\n".join(rows)
 
 
 if __name__ == "__main__":

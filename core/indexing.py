@@ -27,6 +27,9 @@ import torch
 
 from core.config import Settings
 from core.errors import AccessDenied, MediaError
+from core.files import write_atomic
+from core.jobs import Job, job_or_new
+from core.library import Library, NewFrame, NewImage, StoredFile
 from core.media import (
     IMAGE_EXTENSIONS,
     SUPPORTED_LIST,
@@ -34,15 +37,12 @@ from core.media import (
     UNSUPPORTED_IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     FrameSampler,
-    VideoLimits,
     file_sha256,
     load_image,
     make_thumbnail,
     probe_video,
-    write_atomic,
 )
 from core.models.clip import ClipEmbedder
-from core.store import Library, NewFrame, NewImage, StoredFile
 from core.types import FailedFile, IndexReport, Sampling
 
 # Names that operating systems and tools leave in photo folders.
@@ -52,10 +52,6 @@ SYSTEM_FOLDERS = frozenset(
 )
 FRAME_IMAGE_SIZE = 448  # stored video frames: big enough to caption, show and export
 INDEXABLE = IMAGE_EXTENSIONS | UNSUPPORTED_IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
-
-Progress = Callable[
-    [float, int, str], None
-]  # (files done, possibly fractional; files in all; message)
 
 
 @dataclass(frozen=True)
@@ -124,8 +120,7 @@ class Indexer:
         collection: str = "default",
         *,
         sampling: Sampling | None = None,
-        progress: Progress | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        job: Job | None = None,
         names: dict[str, str] | None = None,
     ) -> IndexReport:
         """Index image and video files and folders (recursively) into a collection.
@@ -134,6 +129,8 @@ class Indexer:
         roots, before anything is written. Bad files do not raise: they are recorded as failed.
         `sampling` says how frames are taken from videos (default: the settings'); `names` gives
         files a display name other than their file name (uploads: the name the user knows).
+        `job` receives progress (files done, possibly fractional, of all) and may stop the run:
+        what was written is kept, and the same call resumes.
         """
         candidates: list[Candidate] = []
         folders: list[Path] = []
@@ -152,7 +149,7 @@ class Indexer:
                         report.ignored += 1
             else:
                 candidates.append(Candidate(path, (names or {}).get(str(raw), path.name)))
-        return self._run(candidates, folders, report, sampling, progress, should_stop)
+        return self._run(candidates, folders, report, sampling, job_or_new(job))
 
     def save_upload(self, name: str, data: bytes) -> Path:
         """Keep an uploaded file in the data directory (named by content, so kept once)."""
@@ -168,15 +165,14 @@ class Indexer:
         collection: str = "uploads",
         *,
         sampling: Sampling | None = None,
-        progress: Progress | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        job: Job | None = None,
     ) -> IndexReport:
         """Keep uploaded files (name, bytes) in the data directory and index them."""
         candidates = [
             Candidate(self.save_upload(name, data), upload_name(name)) for name, data in uploads
         ]
         report = IndexReport(collection=collection)
-        return self._run(candidates, [], report, sampling, progress, should_stop)
+        return self._run(candidates, [], report, sampling, job_or_new(job))
 
     # -- planning --------------------------------------------------------------------------
 
@@ -186,17 +182,15 @@ class Indexer:
         folders: list[Path],
         report: IndexReport,
         sampling: Sampling | None,
-        progress: Progress | None,
-        should_stop: Callable[[], bool] | None,
+        job: Job,
     ) -> IndexReport:
         library = self.library
         sampling = sampling or self.settings.sampling
-        collection_id = library.collection_id(report.collection)
-        stop = should_stop or (lambda: False)
+        collection_id = library.catalog.collection_id(report.collection)
         seen = {str(c.path) for c in candidates}
-        stored = library.stored_files(collection_id)
+        stored = library.ingest.stored_files(collection_id)
         # Files indexed only with another model are not done for this one: embed them again.
-        embedded = library.embedded_media(collection_id, self.embedder.key)
+        embedded = library.ingest.embedded_media(collection_id, self.embedder.key)
         stored = {
             p: f if f.status != "ok" or f.id in embedded else replace(f, sha256=None, mtime=None)
             for p, f in stored.items()
@@ -205,8 +199,10 @@ class Indexer:
         done = 0.0
 
         def tick(message: str, at: float | None = None) -> None:
-            if progress is not None:
-                progress(done if at is None else at, total, message)
+            job.report(done if at is None else at, total, message)
+
+        def stop() -> bool:
+            return job.stopped
 
         to_check = []
         for cand in candidates:
@@ -267,7 +263,7 @@ class Indexer:
                 old is not None and old.sampling == sampling.key()
             )
             if old is not None and old.sha256 == sha and old.status == "ok" and same_video_settings:
-                library.touch(old.id, st.st_size, st.st_mtime)  # same content, new timestamp
+                library.ingest.touch(old.id, st.st_size, st.st_mtime)  # same content, new timestamp
                 report.unchanged += 1
                 done += 1
                 continue
@@ -276,7 +272,7 @@ class Indexer:
                 moved_from = next(
                     (
                         s
-                        for s in library.same_content(collection_id, sha)
+                        for s in library.ingest.same_content(collection_id, sha)
                         if s.path not in seen
                         and not Path(s.path).exists()
                         and (not cand.is_video or s.sampling == sampling.key())
@@ -284,7 +280,7 @@ class Indexer:
                     None,
                 )
             if moved_from is not None:
-                library.rename(moved_from.id, str(cand.path), cand.name, st.st_mtime)
+                library.ingest.rename(moved_from.id, str(cand.path), cand.name, st.st_mtime)
                 report.renamed += 1
                 done += 1
                 continue
@@ -311,10 +307,10 @@ class Indexer:
             # Files gone from the folders indexed (renames were followed above) leave the library.
             gone = []
             for folder in folders:
-                under = library.stored_files(collection_id, under=str(folder))
+                under = library.ingest.stored_files(collection_id, under=str(folder))
                 gone += [f.id for p, f in under.items() if p not in seen]
-            report.removed = library.remove_media(gone)
-        library.save_index(self.embedder.key, self.embedder.dim)
+            report.removed = library.ingest.remove_media(gone)
+        library.vectors.save_index(self.embedder.key, self.embedder.dim)
         tick("done")
         return report
 
@@ -347,7 +343,7 @@ class Indexer:
         embedded = 0
 
         def prepare(plan: _Planned):
-            copy_of = library.embedded_copy(plan.sha256, key)
+            copy_of = library.ingest.embedded_copy(plan.sha256, key)
             try:
                 loaded = load_image(
                     plan.candidate.path,
@@ -397,7 +393,7 @@ class Indexer:
                     report.updated += 1
                 else:
                     report.added += 1
-            library.add_images(collection_id, key, rows)
+            library.ingest.add_images(collection_id, key, rows)
             done += len(batch)
             embedded += len(fresh)
             rate = embedded / max(time.monotonic() - started, 1e-6)
@@ -436,11 +432,7 @@ class Indexer:
 
         library, embedder, settings = self.library, self.embedder, self.settings
         cand = plan.candidate
-        limits = VideoLimits(
-            max_duration_s=settings.max_video_seconds,
-            max_pixels=settings.max_video_pixels,
-            max_bytes=settings.max_video_bytes,
-        )
+        limits = settings.video
         try:
             info = probe_video(cand.path, limits)
         except MediaError as exc:
@@ -448,9 +440,9 @@ class Indexer:
             return
         if plan.resume is not None:
             media_id = plan.resume
-            resume_after, last_kept = library.video_resume_point(media_id, embedder.key)
+            resume_after, last_kept = library.ingest.video_resume_point(media_id, embedder.key)
         else:
-            media_id = library.begin_video(
+            media_id = library.ingest.begin_video(
                 collection_id,
                 path=str(cand.path),
                 name=cand.name,
@@ -468,7 +460,7 @@ class Indexer:
         sampler = FrameSampler(
             info, every=sampling.every, max_frames=sampling.max_frames, scenes=sampling.scenes
         )
-        frames_stored = library.frame_count(media_id)
+        frames_stored = library.catalog.frame_count(media_id)
         started = time.monotonic()
         stop_event = threading.Event()
         ready: queue.Queue = queue.Queue(maxsize=2 * settings.batch_size)
@@ -512,7 +504,7 @@ class Indexer:
                     continue
                 kept.append(NewFrame(timestamp=timestamp, thumbnail=thumb, vector=vector))
                 last_kept = vector
-            library.add_frames(media_id, plan.sha256, embedder.key, kept)
+            library.ingest.add_frames(media_id, plan.sha256, embedder.key, kept)
             frames_stored += len(kept)
             report.frames += len(kept)
             batch.clear()
@@ -551,7 +543,7 @@ class Indexer:
             raise error
         note = sampler.truncated or (error.reason if isinstance(error, MediaError) else None)
         if frames_stored == 0:
-            library.remove_media([media_id])
+            library.ingest.remove_media([media_id])
             self._fail(
                 collection_id,
                 cand,
@@ -565,7 +557,7 @@ class Indexer:
         if note:
             note = f"kept {frames_stored} frames; {note}"
             report.warnings.append(FailedFile(self._label(cand), note))
-        library.finish_video(media_id, note)
+        library.ingest.finish_video(media_id, note)
         if plan.resume is not None or plan.replaces is None:
             report.added += 1
         else:
@@ -585,7 +577,7 @@ class Indexer:
         kind: str | None = None,
     ) -> None:
         kind = kind or ("video" if cand.is_video else "image")
-        self.library.record_failure(
+        self.library.ingest.record_failure(
             collection_id, str(cand.path), cand.name, reason, size, mtime, kind=kind
         )
         report.failed.append(FailedFile(self._label(cand), reason))

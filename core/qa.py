@@ -20,7 +20,7 @@ from PIL import Image
 
 from core.config import Settings
 from core.errors import MediaError, QueryError
-from core.media import IMAGE_EXTENSIONS, FrameSampler, VideoLimits, load_image, probe_video
+from core.media import IMAGE_EXTENSIONS, FrameSampler, load_image, probe_video
 from core.models.clip import ClipEmbedder
 from core.models.vlm import Turn, VlmFrame
 from core.types import Vectors
@@ -100,11 +100,7 @@ def decode_candidates(
         ).image
         image.thumbnail((FRAME_SIDE, FRAME_SIDE))
         return CandidateFrames([None], [image], embedder.embed_images([image]))
-    limits = VideoLimits(
-        max_duration_s=settings.max_video_seconds,
-        max_pixels=settings.max_video_pixels,
-        max_bytes=settings.max_video_bytes,
-    )
+    limits = settings.video
     info = probe_video(path, limits)
     every = max(info.duration / count, 0.1)
     sampler = FrameSampler(info, every=every, max_frames=count, max_side=FRAME_SIDE)

@@ -127,10 +127,3 @@ class MediaRecord:
     duration: float | None = None  # videos, seconds
     fps: float | None = None
     note: str | None = None  # e.g. why a video's frames stop early
-
-
-def format_timestamp(seconds: float) -> str:
-    """12.3 -> '0:12.3'; 3725 -> '1:02:05.0'."""
-    minutes, secs = divmod(max(seconds, 0.0), 60)
-    hours, minutes = divmod(int(minutes), 60)
-    return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes}:{secs:04.1f}"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import FramescopeError
+from core.export import hits_to_csv, hits_to_json
 from core.media import load_image
-from core.search import hits_to_csv, hits_to_json, search
+from core.search import search
 from ui.components import ProgressBar, hit_grid, index_report, page_header, plain, show_error
 from ui.resources import get_embedder, get_indexer, get_library, get_settings
 
@@ -24,7 +25,7 @@ except FramescopeError as exc:
     show_error(exc)
     st.stop()
 
-collection_names = [c.name for c in library.collections() if c.images]
+collection_names = [c.name for c in library.catalog.collections() if c.images]
 tab_search, tab_add = st.tabs(["Search", "Add images"])
 
 with tab_add:
@@ -40,7 +41,7 @@ with tab_add:
         try:
             with ProgressBar("Adding uploads") as progress:
                 st.session_state["index_report"] = get_indexer().index_uploads(
-                    [(u.name, u.getvalue()) for u in uploads], collection, progress=progress
+                    [(u.name, u.getvalue()) for u in uploads], collection, job=progress.job
                 )
         except FramescopeError as exc:
             show_error(exc)
@@ -62,7 +63,7 @@ with tab_add:
         try:
             with ProgressBar("Indexing") as progress:
                 st.session_state["index_report"] = get_indexer().index(
-                    [folder.strip()], collection, progress=progress
+                    [folder.strip()], collection, job=progress.job
                 )
         except FramescopeError as exc:
             show_error(exc)

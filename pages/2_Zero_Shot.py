@@ -11,8 +11,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import FramescopeError
-from core.media import VideoLimits, load_image
-from core.types import format_timestamp
+from core.export import classification_to_csv
+from core.format import format_timestamp
+from core.media import load_image
 from core.zeroshot import (
     DEFAULT_TEMPLATES,
     LABEL_PRESETS,
@@ -25,7 +26,6 @@ from core.zeroshot import (
     overlay,
     parse_labels,
     parse_templates,
-    to_csv,
     where_map,
     where_map_cost,
 )
@@ -55,14 +55,16 @@ if source == "Upload images":
         or []
     )
 elif source == "Images in the library":
-    names = [c.name for c in library.collections() if c.images]
+    names = [c.name for c in library.catalog.collections() if c.images]
     chosen = st.multiselect("Collections", names, default=names[:1])
     records = [
-        m for m in library.media(status="ok") if m.kind == "image" and m.collection in chosen
+        m
+        for m in library.catalog.media(status="ok")
+        if m.kind == "image" and m.collection in chosen
     ][:500]
     st.caption(f"{len(records)} images (at most 500)")
 elif source == "Video frames":
-    videos = library.videos()
+    videos = library.catalog.videos()
     upload = st.file_uploader(
         "Video file (or pick one from the library below)", type=VIDEO_TYPES, key="zs-video"
     )
@@ -102,11 +104,7 @@ if st.button("Classify", type="primary", icon=":material/label:"):
         if source == "Video frames":
             if video_path is None:
                 raise FramescopeError("pick or upload a video first")
-            limits = VideoLimits(
-                max_duration_s=settings.max_video_seconds,
-                max_pixels=settings.max_video_pixels,
-                max_bytes=settings.max_video_bytes,
-            )
+            limits = settings.video
             with st.spinner("Sampling and classifying frames…"):
                 state["video"] = classify_video(
                     embedder,
@@ -214,7 +212,7 @@ if state and "result" in state:
     st.plotly_chart(heat, key="zs-heat")
     st.download_button(
         "Export CSV",
-        to_csv(names, result),
+        classification_to_csv(names, result),
         "framescope-zeroshot.csv",
         "text/csv",
         icon=":material/download:",
@@ -291,7 +289,7 @@ if state and "video" in state:
         st.warning(plain(frames.truncated))
     st.download_button(
         "Export CSV",
-        to_csv([format_timestamp(t) for t in frames.timestamps], c),
+        classification_to_csv([format_timestamp(t) for t in frames.timestamps], c),
         "framescope-zeroshot-video.csv",
         "text/csv",
         icon=":material/download:",

@@ -15,8 +15,9 @@ from core.captions import (
     zip_folder,
 )
 from core.errors import FramescopeError
+from core.format import format_timestamp
 from core.indexing import upload_name
-from core.types import Sampling, format_timestamp
+from core.types import Sampling
 from ui.components import ProgressBar, page_header, plain, show_error
 from ui.resources import (
     get_captioner,
@@ -42,7 +43,7 @@ except FramescopeError as exc:
     show_error(exc)
     st.stop()
 
-videos = library.videos()
+videos = library.catalog.videos()
 source = st.radio(
     "Video", ["Upload a video", "From the library"], horizontal=True, index=1 if videos else 0
 )
@@ -111,7 +112,7 @@ if st.button(
                 prompt=prompt.strip(),
                 collection=collection,
                 name=name,
-                progress=progress,
+                job=progress.job,
             )
         st.session_state.pop("caption_folder", None)
         st.session_state.pop("caption_paragraph", None)

@@ -7,9 +7,9 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import FramescopeError
-from core.media import VideoLimits, probe_video, transcode_for_browser
+from core.format import format_timestamp
+from core.media import probe_video, transcode_for_browser
 from core.qa import FRAMES, QUESTION, UNIFORM, ask, images_as_frames
-from core.types import format_timestamp
 from ui.components import page_header, plain, show_error
 from ui.resources import get_embedder, get_indexer, get_library, get_settings, get_vlm
 
@@ -28,7 +28,7 @@ except FramescopeError as exc:
     st.stop()
 st.caption(f"Model: {plain(vlm.name)}")
 
-videos = library.videos()
+videos = library.catalog.videos()
 source = st.radio(
     "Ask about",
     ["A video from the library", "An uploaded video", "Images"],
@@ -92,11 +92,7 @@ if path is not None or uploads:
 if path is not None and frames is not None:
     start = st.session_state.get("qa_seek", {}).get(chat_key, 0.0)
     try:
-        limits = VideoLimits(
-            max_duration_s=settings.max_video_seconds,
-            max_pixels=settings.max_video_pixels,
-            max_bytes=settings.max_video_bytes,
-        )
+        limits = settings.video
         st.video(
             str(transcode_for_browser(probe_video(path, limits), settings.home / "playback")),
             start_time=int(start),

@@ -9,10 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import FramescopeError
-from core.media import VideoLimits, probe_video, transcode_for_browser
+from core.format import format_timestamp
+from core.media import probe_video, transcode_for_browser
 from core.summarize import CONTEXT, INDEPENDENT, descriptions_csv, summarize_video, to_markdown
-from core.types import format_timestamp
-from ui.components import page_header, plain, show_error, stop_button
+from ui.components import ProgressBar, page_header, plain, show_error
 from ui.resources import get_indexer, get_library, get_llm, get_settings, get_vlm
 
 VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
@@ -60,30 +60,18 @@ st.caption(
 if st.button(
     "Summarize", type="primary", icon=":material/summarize:", disabled=not (url.strip() or upload)
 ):
-    stop = stop_button("stop-summary")
-    bars: dict = {}
-
-    def progress(stage: str, done: float, total: float | None, message: str) -> None:
-        bar = bars.setdefault(stage, st.progress(0.0, text=stage))
-        bar.progress(min(1.0, done / total) if total else 0.0, text=f"{stage}: {message}")
-
+    progress = ProgressBar("Summary")
     try:
         title, cues, label = "", (), ""
         if url.strip():
             from core.fetch import fetch_video
 
-            fetched = fetch_video(
-                url.strip(), settings, progress=lambda d, t, m: progress("download", d, t, m)
-            )
+            fetched = fetch_video(url.strip(), settings, job=progress.job.stage("download"))
             path, title, cues, label = fetched.path, fetched.title, fetched.cues, url.strip()
         else:
             path, label = get_indexer().save_upload(upload.name, upload.getvalue()), upload.name
             title = upload.name.rsplit(".", 1)[0]
-        limits = VideoLimits(
-            max_duration_s=settings.max_video_seconds,
-            max_pixels=settings.max_video_pixels,
-            max_bytes=settings.max_video_bytes,
-        )
+        limits = settings.video
         info = probe_video(Path(path), limits)
         st.session_state["summary"] = summarize_video(
             Path(path),
@@ -98,13 +86,13 @@ if st.button(
             frames_per_chunk=int(frames_per_chunk),
             scenes=by_scene,
             mode=mode,
-            progress=lambda stage, d, t, m: progress(stage, d, t, m),
+            job=progress.job,
         )
         st.session_state["summary_path"] = str(path)
         st.session_state["summary_seek"] = 0.0
     except FramescopeError as exc:
         show_error(exc)
-    stop.empty()
+    progress.close()
 
 summary = st.session_state.get("summary")
 if summary is not None:
@@ -113,11 +101,7 @@ if summary is not None:
     st.markdown(plain(summary.short))
     path = Path(st.session_state["summary_path"])
     try:
-        limits = VideoLimits(
-            max_duration_s=settings.max_video_seconds,
-            max_pixels=settings.max_video_pixels,
-            max_bytes=settings.max_video_bytes,
-        )
+        limits = settings.video
         playable = transcode_for_browser(probe_video(path, limits), settings.home / "playback")
         st.video(str(playable), start_time=int(st.session_state.get("summary_seek", 0.0)))
     except FramescopeError as exc:

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from core.captions import fuse_caption_scores
 from core.errors import FramescopeError
-from core.feedback import METHODS, PRIOR_WEIGHT, PROPAGATION, project_2d
-from core.media import VideoLimits, load_image, probe_video, transcode_for_browser
-from core.search import collapse_hits, label_rows, rank_frames, refine_frames, rows_to_csv
-from core.types import Sampling, format_timestamp
+from core.export import label_rows, rows_to_csv
+from core.format import format_timestamp
+from core.media import load_image, probe_video, transcode_for_browser
+from core.search import collapse_hits, fuse_caption_scores, rank_frames, refine_frames
+from core.search.feedback import METHODS, PRIOR_WEIGHT, PROPAGATION, project_2d
+from core.types import Sampling
 from ui.components import (
     ProgressBar,
     frame_grid,
@@ -69,7 +70,7 @@ with tab_add:
                     [(u.name, u.getvalue()) for u in uploads],
                     collection,
                     sampling=sampling,
-                    progress=progress,
+                    job=progress.job,
                 )
         except FramescopeError as exc:
             show_error(exc)
@@ -81,7 +82,7 @@ with tab_add:
             try:
                 with ProgressBar("Indexing") as progress:
                     st.session_state["video_report"] = get_indexer().index(
-                        [path.strip()], collection, sampling=sampling, progress=progress
+                        [path.strip()], collection, sampling=sampling, job=progress.job
                     )
             except FramescopeError as exc:
                 show_error(exc)
@@ -92,7 +93,7 @@ with tab_add:
     )
 
 with tab_search:
-    videos = library.videos()
+    videos = library.catalog.videos()
     names = {v.id: v.name for v in videos}
     if not videos:
         st.info("No videos yet: add some in the **Add videos** tab.")
@@ -127,7 +128,7 @@ with tab_search:
     if submitted:
         scope = list(chosen)
         if include_images:
-            scope += [m.id for m in library.media(status="ok") if m.kind == "image"]
+            scope += [m.id for m in library.catalog.media(status="ok") if m.kind == "image"]
         try:
             images = []
             if example is not None:
@@ -167,11 +168,7 @@ with tab_search:
             record = next((v for v in videos if v.id == media_id), None)
             if record is not None:
                 try:
-                    limits = VideoLimits(
-                        max_duration_s=settings.max_video_seconds,
-                        max_pixels=settings.max_video_pixels,
-                        max_bytes=settings.max_video_bytes,
-                    )
+                    limits = settings.video
                     with st.spinner("Preparing the video for the browser…"):
                         info = probe_video(Path(record.path), limits)
                         playable = transcode_for_browser(info, settings.home / "playback")
@@ -180,9 +177,9 @@ with tab_search:
                 except FramescopeError as exc:
                     show_error(exc)
 
-        top = library.hits(ranking.top(3 * k))
+        top = library.vectors.hits(ranking.top(3 * k))
         position = {int(e): i for i, e in enumerate(ranking.ids)}
-        _, _, _, scope_vectors = library.scope_frames(
+        _, _, _, scope_vectors = library.vectors.scope_frames(
             embedder.key, media_ids=sorted(set(ranking.media_ids.tolist()))
         )
         vectors = {
@@ -289,7 +286,7 @@ with tab_search:
                 )
                 st.rerun()
         with st.expander("Map of the frames", expanded=False):
-            _, _, _, vectors = library.scope_frames(
+            _, _, _, vectors = library.vectors.scope_frames(
                 embedder.key, media_ids=sorted(set(ranking.media_ids.tolist()))
             )
             st.plotly_chart(

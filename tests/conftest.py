@@ -26,8 +26,8 @@ from PIL import Image
 
 from core.config import Settings
 from core.indexing import Indexer
+from core.library import Library
 from core.models.clip import ClipEmbedder, load_clip
-from core.store import Library
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
@@ -188,7 +188,7 @@ def row_counts(db_path: Path) -> dict[str, int]:
 
 def brute_force(library: Library, model_key: str, query: np.ndarray, k: int) -> list[int]:
     """Ids of the top-k stored vectors by exact inner product (ties broken by id)."""
-    ids, vectors = library.vectors(model_key)
+    ids, vectors = library.vectors.load(model_key)
     scores = vectors @ query
     order = np.lexsort((ids, -scores))[:k]
     return [int(ids[i]) for i in order]

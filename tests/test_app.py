@@ -12,8 +12,8 @@ from streamlit.testing.v1 import AppTest
 
 from core.config import Settings
 from core.indexing import Indexer
+from core.library import Library
 from core.models.clip import load_clip
-from core.store import Library
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT.parent / "shared" / "media" / "images"
@@ -153,8 +153,8 @@ def test_search_page_uploads_good_and_bad_files(app_home):
     assert list(failed["file"]) == ["fake.jpg"]
     assert "not a readable image" in failed["reason"].iloc[0]
     library = Library(app_home)
-    assert library.counts()["images"] == 2
-    stored = {r.name for r in library.media(status="ok")}
+    assert library.catalog.counts()["images"] == 2
+    stored = {r.name for r in library.catalog.media(status="ok")}
     assert stored == {"apple.jpg", "fish.jpg"}
 
 
@@ -296,7 +296,7 @@ def test_captions_page_bad_video(app_home):
     next(b for b in at.button if b.label == "Caption video").click().run()
     assert not at.exception
     assert "fake.mp4" in at.error[0].value.replace("\\", "")
-    assert Library(app_home).counts()["videos"] == 0
+    assert Library(app_home).catalog.counts()["videos"] == 0
 
 
 def test_qa_page_two_questions_with_frames(app_home, monkeypatch):
@@ -397,4 +397,4 @@ def test_summary_page_upload_chapters_and_exports(app_home):
     assert at.get("video")[0].proto.start_time >= 0
     labels = {d.proto.label for d in at.get("download_button")}
     assert labels == {"Markdown", "JSON", "Chunks CSV"}
-    assert len(Library(app_home).summaries()) == 1
+    assert len(Library(app_home).annotations.summaries()) == 1

@@ -25,26 +25,25 @@ from core.captions import (
     FrameCaption,
     Segment,
     VideoCaptions,
-    bm25_scores,
     caption_similarity,
     caption_video,
     default_export_dir,
     export_captions,
-    fuse_caption_scores,
     merge_segments,
-    reciprocal_rank_fusion,
     representative_caption,
     to_srt,
     to_vtt,
     zip_folder,
 )
 from core.errors import LibraryError, MediaError
+from core.format import format_timestamp
 from core.indexing import Indexer
+from core.jobs import Job
+from core.library import Library
 from core.media import probe_video
 from core.models.captioner import load_captioner
-from core.search import rank_frames
-from core.store import Library
-from core.types import Sampling, format_timestamp
+from core.search import bm25_scores, fuse_caption_scores, rank_frames, reciprocal_rank_fusion
+from core.types import Sampling
 
 EVERY_SECOND = Sampling(every=1.0, max_frames=120, dedup=1.0)  # keep every sampled frame
 PROMPT = "a picture of"
@@ -165,7 +164,7 @@ def test_max_new_tokens_bounds_every_generation(monkeypatch, captioner, video_fr
 
 def test_caption_video_captions_every_sampled_frame(captioned):
     library, _, result = captioned
-    frames = library.frames_of(result.media_id)
+    frames = library.catalog.frames_of(result.media_id)
     assert len(frames) >= 14  # box.mp4 is 15.2 s, a frame a second
     assert [(f.frame_id, f.timestamp, f.image) for f in result.frames] == frames
     assert all(f.text.strip() for f in result.frames)
@@ -190,7 +189,7 @@ def test_a_second_run_uses_the_cache_and_a_new_prompt_does_not(
     assert seen[1] == len(first.frames) and seen[0] >= 1
     assert all(f.text.startswith(PROMPT) for f in prompted.frames)
     # Both prompts' captions are kept side by side.
-    assert library.captions_for(first.media_id, captioner.key, "") == {
+    assert library.annotations.captions_for(first.media_id, captioner.key, "") == {
         f.frame_id: f.text for f in first.frames
     }
     calls = seen[0]
@@ -272,7 +271,7 @@ def test_representative_caption_is_closest_to_the_mean_frame_vector(embedder):
 
 def test_overall_caption_of_a_video_matches_a_direct_computation(captioned, embedder):
     library, _, result = captioned
-    vectors = library.frame_vectors(result.media_id, embedder.key)
+    vectors = library.vectors.frame_vectors(result.media_id, embedder.key)
     assert len(vectors) == len(result.frames)
     unique = list(dict.fromkeys(f.text for f in result.frames))
     mean = vectors.mean(axis=0)
@@ -434,7 +433,7 @@ def test_an_unwritable_results_folder_raises_and_leaves_the_library_alone(
         export_captions(result, target)
     assert str(target) in str(err.value)
     assert table_counts(library) == before
-    assert library.captions_for(result.media_id, captioner.key, "") == {
+    assert library.annotations.captions_for(result.media_id, captioner.key, "") == {
         f.frame_id: f.text for f in result.frames
     }
 
@@ -455,13 +454,13 @@ def test_bad_video_raises_media_error_naming_file_and_reason(
     bad = tmp_path / name
     bad.write_bytes(content)
     seen = counting(monkeypatch, captioner)
-    before = library.counts(indexer.embedder.key)
+    before = library.catalog.counts(indexer.embedder.key)
     tables = table_counts(library)
     with pytest.raises(MediaError) as err:
         caption_video(library, indexer, captioner, bad, sampling=EVERY_SECOND)
     assert err.value.path == name and reason in err.value.reason
     assert name in str(err.value)
-    after = library.counts(indexer.embedder.key)
+    after = library.catalog.counts(indexer.embedder.key)
     for key in ("images", "videos", "embeddings"):
         assert after[key] == before[key]
     # The indexer records the file as failed (so a folder scan reports it); nothing else changes.
@@ -494,14 +493,14 @@ def test_a_stopped_run_keeps_its_captions_and_a_rerun_completes(
             videos / "box.mp4",
             sampling=EVERY_SECOND,
             batch_size=4,
-            should_stop=lambda: seen[0] >= 1,  # stop once the first batch is captioned
+            job=Job(should_stop=lambda: seen[0] >= 1),  # stop once the first batch is captioned
         )
     assert "stopped" in err.value.reason and err.value.path == "box.mp4"
     assert seen == [1, 4]
-    record = library.videos()[0]
-    kept = library.captions_for(record.id, captioner.key, "")
+    record = library.catalog.videos()[0]
+    kept = library.annotations.captions_for(record.id, captioner.key, "")
     assert len(kept) == 4
-    frames = library.frames_of(record.id)
+    frames = library.catalog.frames_of(record.id)
     assert set(kept) == {f[0] for f in frames[:4]}
 
     result = caption_video(
@@ -510,7 +509,7 @@ def test_a_stopped_run_keeps_its_captions_and_a_rerun_completes(
     assert seen[1] == len(frames)  # only the frames not captioned yet went to the model
     assert len(result.frames) == len(frames)
     assert {f.frame_id: f.text for f in result.frames if f.frame_id in kept} == kept
-    assert len(library.captions_for(record.id, captioner.key, "")) == len(frames)
+    assert len(library.annotations.captions_for(record.id, captioner.key, "")) == len(frames)
 
 
 # -- caption search ------------------------------------------------------------------------------
@@ -546,15 +545,17 @@ def test_reciprocal_rank_fusion_on_small_examples():
 
 def test_a_frame_whose_caption_matches_the_query_rises(library, indexer, embedder, videos):
     indexer.index([videos / "box.mp4"], "videos", sampling=EVERY_SECOND)
-    video = library.videos()[0]
+    video = library.catalog.videos()[0]
     query = "red bicycle"
     clip = rank_frames(library, embedder, query, media_ids=[video.id])
     assert fuse_caption_scores(library, clip, query) is clip  # no captions yet: unchanged
     clip_order = [i for i, _ in clip.top(len(clip.ids))]
-    frame_of = library.frame_ids(clip_order)
+    frame_of = library.vectors.frame_ids(clip_order)
     planted = clip_order[-1]  # the frame CLIP likes least
     others = {frame_of[e]: "a man holding a box in a room" for e in clip_order if e != planted}
-    library.add_captions("test/captions", "", {**others, frame_of[planted]: "a red bicycle"})
+    library.annotations.add_captions(
+        "test/captions", "", {**others, frame_of[planted]: "a red bicycle"}
+    )
 
     fused = fuse_caption_scores(library, clip, query)
     fused_order = [i for i, _ in fused.top(len(fused.ids))]

@@ -11,7 +11,7 @@ from conftest import copy_images, row_counts, small_images
 from core.config import ENVIRONMENT, Settings
 from core.errors import AccessDenied, ConfigError
 from core.indexing import Indexer
-from core.store import Library
+from core.library import Library
 
 
 @pytest.fixture
@@ -202,7 +202,7 @@ def test_indexer_refuses_outside_roots_before_writing(roots, embedder, shared_im
 
     report = indexer.index([inside])
     assert report.added == 2
-    assert {r.path for r in library.media(status="ok")} == {
+    assert {r.path for r in library.catalog.media(status="ok")} == {
         str(p) for p in inside.iterdir() if p.is_file() and not p.is_symlink()
     }
     # ...also when met while scanning an allowed folder: its content is outside the roots
@@ -226,20 +226,22 @@ def test_model_endpoint_and_fetch_settings_from_env(monkeypatch):
         monkeypatch.setenv(name, value)
     settings = Settings.from_env()
     assert (
-        settings.vlm_base_url == "http://gpu-box:8000/v1"
-        and settings.vlm_model_name == "Qwen/Qwen2.5-VL-7B-Instruct"
-    )
-    assert settings.vlm_api_key == "sk-vlm-secret" and settings.vlm_timeout == 30.0
-    assert (
-        settings.llm_base_url == "http://gpu-box:8001/v1"
-        and settings.llm_api_key == "sk-llm-secret"
+        settings.vlm_endpoint.base_url == "http://gpu-box:8000/v1"
+        and settings.vlm_endpoint.model == "Qwen/Qwen2.5-VL-7B-Instruct"
     )
     assert (
-        settings.fetch_allowed_hosts == ("youtube.com", "vimeo.com")
-        and settings.fetch_max_mb == 100.0
+        settings.vlm_endpoint.api_key == "sk-vlm-secret" and settings.vlm_endpoint.timeout == 30.0
+    )
+    assert (
+        settings.llm_endpoint.base_url == "http://gpu-box:8001/v1"
+        and settings.llm_endpoint.api_key == "sk-llm-secret"
+    )
+    assert (
+        settings.fetch.allowed_hosts == ("youtube.com", "vimeo.com")
+        and settings.fetch.max_bytes == 100 * 1024 * 1024
     )
     assert settings.caption_model == "/models/blip"
-    assert settings.fetch_allow_loopback is False
+    assert settings.fetch.allow_loopback is False
     assert "secret" not in repr(settings)
     monkeypatch.setenv("FRAMESCOPE_FETCH_ALLOW_LOOPBACK", "1")
-    assert Settings.from_env().fetch_allow_loopback is True
+    assert Settings.from_env().fetch.allow_loopback is True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.cli import environment_table
+from core.config import environment_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

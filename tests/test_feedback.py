@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import sparse, stats
 
-from core import feedback as fb
 from core.errors import QueryError
+from core.search import feedback as fb
 
 DIM = 512
 PER_CLUSTER = 300

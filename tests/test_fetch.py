@@ -20,16 +20,18 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 
-from core import fetch
-from core.config import Settings
+from core.config import MB, FetchSettings, Settings, hosts
 from core.errors import AccessDenied, ConfigError, MediaError
 from core.fetch import FetchedVideo, check_url, fetch_video, parse_vtt
+from core.fetch import guard as fetch_guard
+from core.fetch import urls as fetch_urls
+from core.fetch import ytdlp as fetch_ytdlp
+from core.jobs import Job
 from core.media import probe_video
 
 BOX = Path(__file__).resolve().parents[2] / "shared" / "media" / "video" / "box.mp4"
@@ -220,7 +222,7 @@ class _Net:
 def net(monkeypatch):
     state = _Net()
     real_getaddrinfo = socket.getaddrinfo
-    real_connect = fetch._connect_socket
+    real_connect = fetch_urls._connect_socket
 
     def fake_getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
         name = host.decode() if isinstance(host, bytes) else str(host)
@@ -259,23 +261,14 @@ def net(monkeypatch):
         return real_connect(family, socktype, proto, sockaddr, timeout)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
-    monkeypatch.setattr(fetch, "_connect_socket", tripwire)
+    monkeypatch.setattr(fetch_guard, "_connect_socket", tripwire)
     yield state
     assert state.blocked == [], f"core.fetch tried to connect outside loopback: {state.blocked}"
 
 
-def _settings(home: Path, **options: object) -> SimpleNamespace:
-    values = {
-        "home": home,
-        "fetch_allowed_hosts": (),
-        "fetch_max_mb": 2048,
-        "fetch_max_minutes": 240,
-        "fetch_max_height": 720,
-        "fetch_timeout": 10,
-        "fetch_allow_loopback": False,
-    }
-    values.update(options)
-    return SimpleNamespace(**values)
+def _settings(home: Path, **fetch: object) -> Settings:
+    """Settings with these fetch settings (FetchSettings fields) and a short network timeout."""
+    return Settings(home=home, fetch=FetchSettings(**{"timeout": 10, **fetch}))
 
 
 def _leftovers(home: Path) -> list[str]:
@@ -289,10 +282,10 @@ def _leftovers(home: Path) -> list[str]:
 
 
 def test_fetches_a_direct_link_once_and_then_uses_the_cache(tmp_path, server):
-    settings = _settings(tmp_path, fetch_allow_loopback=True)
+    settings = _settings(tmp_path, allow_loopback=True)
     url = f"http://127.0.0.1:{server.port}/box.mp4"
     seen: list[tuple] = []
-    video = fetch_video(url, settings, progress=lambda *a: seen.append(a))
+    video = fetch_video(url, settings, job=Job(lambda s: seen.append((s.done, s.total, s.message))))
 
     assert isinstance(video, FetchedVideo)
     assert video.path.is_file() and video.path.parent == tmp_path / "downloads"
@@ -312,7 +305,7 @@ def test_fetches_a_direct_link_once_and_then_uses_the_cache(tmp_path, server):
 
 
 def test_a_playlist_page_is_refused(tmp_path, server):
-    settings = _settings(tmp_path, fetch_allow_loopback=True)
+    settings = _settings(tmp_path, allow_loopback=True)
     with pytest.raises(MediaError, match="playlist"):
         fetch_video(f"http://127.0.0.1:{server.port}/page.html", settings)
     assert server.count("/a.mp4") == 0 and server.count("/b.mp4") == 0
@@ -320,21 +313,21 @@ def test_a_playlist_page_is_refused(tmp_path, server):
 
 
 def test_a_file_that_is_not_a_video_is_refused_and_removed(tmp_path, server):
-    settings = _settings(tmp_path, fetch_allow_loopback=True)
+    settings = _settings(tmp_path, allow_loopback=True)
     with pytest.raises(MediaError, match=r"not a (usable )?video"):
         fetch_video(f"http://127.0.0.1:{server.port}/fake.mp4", settings)
     assert _leftovers(tmp_path) == []
 
 
 def test_a_video_over_the_duration_cap_is_refused_and_removed(tmp_path, server):
-    settings = _settings(tmp_path, fetch_allow_loopback=True, fetch_max_minutes=0.1)
+    settings = _settings(tmp_path, allow_loopback=True, max_seconds=6)
     with pytest.raises(MediaError, match="long"):
         fetch_video(f"http://127.0.0.1:{server.port}/box.mp4", settings)
     assert _leftovers(tmp_path) == []
 
 
 def test_the_byte_cap_stops_an_endless_download(tmp_path, server):
-    settings = _settings(tmp_path, fetch_allow_loopback=True, fetch_max_mb=1)
+    settings = _settings(tmp_path, allow_loopback=True, max_bytes=MB)
     started = time.monotonic()
     with pytest.raises(MediaError, match="cap") as caught:
         fetch_video(f"http://127.0.0.1:{server.port}/endless.mp4", settings)
@@ -344,26 +337,25 @@ def test_the_byte_cap_stops_an_endless_download(tmp_path, server):
 
 
 def test_a_file_announced_over_the_byte_cap_is_not_downloaded(tmp_path, server):
-    settings = _settings(tmp_path, fetch_allow_loopback=True, fetch_max_mb=1)
+    settings = _settings(tmp_path, allow_loopback=True, max_bytes=MB)
     with pytest.raises(MediaError, match=r"over the 1\.0 MB cap"):
         fetch_video(f"http://127.0.0.1:{server.port}/box.mp4", settings)
     assert _leftovers(tmp_path) == []
 
 
 def test_should_stop_aborts_and_cleans_up(tmp_path, server):
-    settings = _settings(tmp_path, fetch_allow_loopback=True)
+    settings = _settings(tmp_path, allow_loopback=True)
     received = [0]
 
-    def progress(done, total, message):
-        received[0] = max(received[0], done)
+    def progress(step):
+        received[0] = max(received[0], step.done)
 
     started = time.monotonic()
     with pytest.raises(MediaError, match="stopped before it finished"):
         fetch_video(
             f"http://127.0.0.1:{server.port}/endless.mp4",
             settings,
-            progress=progress,
-            should_stop=lambda: received[0] > 300_000,
+            job=Job(progress, should_stop=lambda: received[0] > 300_000),
         )
     assert time.monotonic() - started < 20
     assert 300_000 < received[0] < 50_000_000
@@ -371,15 +363,17 @@ def test_should_stop_aborts_and_cleans_up(tmp_path, server):
 
 
 def test_a_stop_before_starting_downloads_nothing(tmp_path, server):
-    settings = _settings(tmp_path, fetch_allow_loopback=True)
+    settings = _settings(tmp_path, allow_loopback=True)
     hits = len(server.hits)
     with pytest.raises(MediaError, match="stopped"):
-        fetch_video(f"http://127.0.0.1:{server.port}/box.mp4", settings, should_stop=lambda: True)
+        fetch_video(
+            f"http://127.0.0.1:{server.port}/box.mp4", settings, job=Job(should_stop=lambda: True)
+        )
     assert len(server.hits) == hits
 
 
 def test_subtitles_of_a_page_are_kept_as_text_and_cues(tmp_path, server):
-    settings = _settings(tmp_path, fetch_allow_loopback=True)
+    settings = _settings(tmp_path, allow_loopback=True)
     video = fetch_video(f"http://127.0.0.1:{server.port}/captioned.html", settings)
     assert video.title.startswith("Box with captions")
     assert video.cues == (
@@ -413,7 +407,7 @@ def test_an_hls_stream_is_fetched_with_the_native_downloader(tmp_path, server):
         "-hls_segment_filename", str(hls / "seg%02d.ts"), str(hls / "index.m3u8"),
     )  # fmt: skip
     server.hls_dir = hls
-    settings = _settings(tmp_path / "home", fetch_allow_loopback=True)
+    settings = _settings(tmp_path / "home", allow_loopback=True)
     video = fetch_video(f"http://127.0.0.1:{server.port}/hls/index.m3u8", settings)
     info = probe_video(video.path)
     assert info.container == "mp4" and info.duration == pytest.approx(15.2, abs=0.5)
@@ -434,9 +428,9 @@ def test_ffmpeg_merges_local_media_but_reads_nothing_else(tmp_path):
     (tmp_path / "list.m3u8").write_text(
         "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://127.0.0.1:9/x.ts\n#EXT-X-ENDLIST\n"
     )
-    opts = fetch._options(_settings(tmp_path))
-    guard = fetch._Guard(opts, lambda: False)
-    params = fetch._ydl_params(opts, tmp_path, tmp_path, fetch._Log())
+    opts = fetch_urls._options(_settings(tmp_path))
+    guard = fetch_guard._Guard(opts, lambda: False)
+    params = fetch_ytdlp._ydl_params(opts, tmp_path, tmp_path, fetch_ytdlp._Log())
     formats = [
         {"format_id": "v", "vcodec": "h264", "acodec": "none", "ext": "mp4", "protocol": "https"},
         {"format_id": "a", "vcodec": "none", "acodec": "mp3", "ext": "m4a", "protocol": "https"},
@@ -449,15 +443,15 @@ def test_ffmpeg_merges_local_media_but_reads_nothing_else(tmp_path):
             "requested_formats": formats,
             "__files_to_merge": [str(tmp_path / "v.mp4"), str(tmp_path / audio)],
         }
-        with fetch._GuardedYDL(params, guard) as ydl:
+        with fetch_ytdlp._GuardedYDL(params, guard) as ydl:
             FFmpegMergerPP(ydl).run(info)
 
     merge("a.m4a", "merged.mp4")
     merged = probe_video(tmp_path / "merged.mp4")
     assert merged.has_audio and merged.width == 640
-    with fetch._GuardedYDL(params, guard) as ydl:
+    with fetch_ytdlp._GuardedYDL(params, guard) as ydl:
         for pp in (FFmpegMergerPP(ydl), FFmpegFixupM3u8PP(ydl)):
-            assert pp._configuration_args("ffmpeg", ["_i1", "_i"]) == fetch._FFMPEG_INPUT
+            assert pp._configuration_args("ffmpeg", ["_i1", "_i"]) == fetch_ytdlp._FFMPEG_INPUT
     with pytest.raises(PostProcessingError, match="Invalid argument"):
         merge("list.m3u8", "bad.mp4")  # an HLS playlist: not on FFmpeg's list of formats
     assert not (tmp_path / "bad.mp4").exists()
@@ -495,11 +489,11 @@ def test_https_goes_through_the_pinned_connection_and_checks_certificates(
 ):
     srv, cert = https_server
     url = f"https://127.0.0.1:{srv.port}/box.mp4"
-    settings = _settings(tmp_path, fetch_allow_loopback=True)
+    settings = _settings(tmp_path, allow_loopback=True)
     with pytest.raises(MediaError, match=r"(?i)certificate"):
         fetch_video(url, settings)  # self-signed: refused
     trusting = ssl.create_default_context(cafile=str(cert))
-    monkeypatch.setattr(fetch._GuardedRH, "_context", lambda self, legacy: trusting)
+    monkeypatch.setattr(fetch_guard._GuardedRH, "_context", lambda self, legacy: trusting)
     video = fetch_video(url, settings)
     assert probe_video(video.path).width == 640
 
@@ -516,7 +510,7 @@ def test_compressed_bodies_are_decoded_in_bounded_steps(encoding):
     else:
         packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
     body = io.BytesIO(packer.compress(text) + packer.flush())
-    decoded = fetch._Decoded(body, "gzip" if encoding == "gzip" else "deflate")
+    decoded = fetch_guard._Decoded(body, "gzip" if encoding == "gzip" else "deflate")
     parts = []
     while chunk := decoded.read(4096):
         assert len(chunk) <= 4096
@@ -602,7 +596,7 @@ def test_a_redirect_to_a_private_address_is_refused(tmp_path, server, canary, ne
 def test_the_connection_step_refuses_even_without_the_redirect_check(
     tmp_path, server, canary, net, monkeypatch
 ):
-    monkeypatch.setattr(fetch._Guard, "check_redirect", lambda self, old, new: None)
+    monkeypatch.setattr(fetch_guard._Guard, "check_redirect", lambda self, old, new: None)
     net.names["public.example"] = [PUBLIC_IP]
     net.routes[PUBLIC_IP] = server.port
     server.redirect_to = f"http://127.0.0.1:{canary.port}/x.mp4"
@@ -626,7 +620,7 @@ def test_a_host_that_rebinds_to_loopback_after_the_check_is_refused(tmp_path, ca
 
 def test_the_allowlist_refuses_other_hosts(tmp_path, net):
     net.names.update({"video.example.com": [PUBLIC_IP], "notexample.com": [PUBLIC_IP]})
-    settings = _settings(tmp_path, fetch_allowed_hosts=("example.com",))
+    settings = _settings(tmp_path, allowed_hosts=("example.com",))
     assert check_url("https://video.example.com/watch?v=1", settings) == (
         "https://video.example.com/watch?v=1"
     )
@@ -636,7 +630,9 @@ def test_the_allowlist_refuses_other_hosts(tmp_path, net):
         with pytest.raises(AccessDenied):
             fetch_video(url, settings)
     # a comma list works as well
-    comma = _settings(tmp_path, fetch_allowed_hosts="a.test, example.com")
+    comma = _settings(
+        tmp_path, allowed_hosts=hosts("FRAMESCOPE_FETCH_HOSTS", "a.test, example.com")
+    )
     assert check_url("http://video.example.com/x", comma).startswith("http://video.example.com")
 
 
@@ -649,19 +645,19 @@ def test_check_url_normalises(tmp_path, net):
 
 
 def test_loopback_is_never_allowed_by_default(tmp_path):
-    assert fetch._options(_settings(tmp_path)).allow_loopback is False
-    assert fetch._options(SimpleNamespace(home=tmp_path)).allow_loopback is False
-    assert fetch._options(_settings(tmp_path, fetch_allow_loopback="1")).allow_loopback is False
-    assert fetch._options(Settings(home=tmp_path)).allow_loopback is False
+    assert fetch_urls._options(_settings(tmp_path)).allow_loopback is False
+    assert fetch_urls._options(_settings(tmp_path, allow_loopback="1")).allow_loopback is False
+    assert fetch_urls._options(Settings(home=tmp_path)).allow_loopback is False
     with pytest.raises(MediaError, match="loopback"):
         check_url("http://127.0.0.1:9/x.mp4", Settings(home=tmp_path))
 
 
-def test_bad_settings_are_config_errors(tmp_path):
+def test_bad_settings_are_config_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("FRAMESCOPE_FETCH_MAX_MB", "0")
     with pytest.raises(ConfigError, match="FRAMESCOPE_FETCH_MAX_MB"):
-        fetch._options(_settings(tmp_path, fetch_max_mb=0))
+        Settings.from_env()
     with pytest.raises(ConfigError, match="FRAMESCOPE_FETCH_HOSTS"):
-        fetch._options(_settings(tmp_path, fetch_allowed_hosts=("http://example.com/",)))
+        fetch_urls._options(_settings(tmp_path, allowed_hosts=("http://example.com/",)))
 
 
 @pytest.mark.parametrize(
@@ -683,7 +679,7 @@ def test_bad_settings_are_config_errors(tmp_path):
     ],
 )
 def test_address_classification(address, public):
-    problem = fetch._address_problem(ipaddress.ip_address(address), allow_loopback=False)
+    problem = fetch_urls._address_problem(ipaddress.ip_address(address), allow_loopback=False)
     assert (problem is None) is public, problem
 
 

@@ -14,13 +14,13 @@ import pytest
 from conftest import require_media
 
 from core.errors import QueryError
+from core.export import label_rows, rows_to_csv
+from core.jobs import Job
 from core.search import (
     HitGroup,
     collapse_hits,
-    label_rows,
     rank_frames,
     refine_frames,
-    rows_to_csv,
     search,
 )
 from core.types import Hit, Sampling
@@ -36,7 +36,7 @@ def videos():
 def _frames(library, media_id):
     return [
         r[0]
-        for r in library._conn().execute(
+        for r in library.db.conn().execute(
             "SELECT timestamp FROM frames WHERE media_id = ? ORDER BY timestamp", (media_id,)
         )
     ]
@@ -45,7 +45,7 @@ def _frames(library, media_id):
 def test_video_frames_indexed_with_timestamps(indexer, library, videos):
     report = indexer.index([videos / "dashcam_highway.mp4"], "clips", sampling=EVERY_FRAME)
     assert report.added == 1 and not report.failed and report.frames == 9
-    (video,) = library.videos()
+    (video,) = library.catalog.videos()
     assert video.name == "dashcam_highway.mp4" and video.status == "ok"
     assert (
         video.width == 960
@@ -61,7 +61,9 @@ def test_video_frames_indexed_with_timestamps(indexer, library, videos):
         [videos / "dashcam_highway.mp4"], "clips", sampling=Sampling(every=2.0, dedup=1.0)
     )
     assert wider.updated == 1 and wider.frames == 5
-    assert _frames(library, library.videos()[0].id) == pytest.approx([0, 2, 4, 6, 8], abs=0.05)
+    assert _frames(library, library.catalog.videos()[0].id) == pytest.approx(
+        [0, 2, 4, 6, 8], abs=0.05
+    )
 
 
 def test_near_duplicates_dropped_on_fixed_camera(indexer, library, videos):
@@ -70,7 +72,7 @@ def test_near_duplicates_dropped_on_fixed_camera(indexer, library, videos):
     )
     assert report.duplicates > 0
     assert report.frames + report.duplicates == 80  # 0..79 s
-    kept = _frames(library, library.videos()[0].id)
+    kept = _frames(library, library.catalog.videos()[0].id)
     assert kept[0] == pytest.approx(0.0) and len(kept) == report.frames
 
 
@@ -118,11 +120,11 @@ def test_feedback_reranks_the_scope_and_exports_labels(indexer, library, embedde
     indexer.index(
         [videos / "vtest.avi", videos / "dashcam_highway.mp4"], "clips", sampling=EVERY_FRAME
     )
-    ids = [v.id for v in library.videos()]
+    ids = [v.id for v in library.catalog.videos()]
     ranking = rank_frames(library, embedder, "pedestrians on a street", media_ids=ids)
     assert len(ranking.ids) == 80 + 9
     assert np.allclose(ranking.scores, ranking.scores)  # all finite
-    dashcam = next(v.id for v in library.videos() if v.name == "dashcam_highway.mp4")
+    dashcam = next(v.id for v in library.catalog.videos() if v.name == "dashcam_highway.mp4")
     dash_frames = ranking.ids[ranking.media_ids == dashcam]
     marks = {int(dash_frames[0]): 1, int(dash_frames[1]): 1}
     before = [eid for eid, _ in ranking.top(20)]
@@ -156,7 +158,7 @@ def test_stopped_video_resumes_to_the_same_frames(tmp_path, embedder, videos):
     from conftest import tiny_settings
 
     from core.indexing import Indexer
-    from core.store import Library
+    from core.library import Library
 
     def run(home, stop_after=None):
         settings = tiny_settings(home)
@@ -168,18 +170,20 @@ def test_stopped_video_resumes_to_the_same_frames(tmp_path, embedder, videos):
             return stop_after is not None and calls["n"] > stop_after
 
         report = Indexer(library, embedder, settings).index(
-            [videos / "box.mp4"], "c", sampling=EVERY_FRAME, should_stop=should_stop
+            [videos / "box.mp4"], "c", sampling=EVERY_FRAME, job=Job(should_stop=should_stop)
         )
         return library, report
 
     library, report = run(tmp_path / "a", stop_after=6)
     assert report.interrupted
-    (partial,) = library.videos()
-    assert partial.status == "partial" and 0 < library.frame_count(partial.id) < 16
+    (partial,) = library.catalog.videos()
+    assert partial.status == "partial" and 0 < library.catalog.frame_count(partial.id) < 16
     library, report = run(tmp_path / "a")
-    assert not report.interrupted and library.videos()[0].status == "ok"
+    assert not report.interrupted and library.catalog.videos()[0].status == "ok"
     reference, _ = run(tmp_path / "b")
-    assert _frames(library, library.videos()[0].id) == _frames(reference, reference.videos()[0].id)
+    assert _frames(library, library.catalog.videos()[0].id) == _frames(
+        reference, reference.catalog.videos()[0].id
+    )
 
 
 def test_truncated_video_keeps_decoded_frames_and_says_so(indexer, library, videos, tmp_path):
@@ -190,14 +194,14 @@ def test_truncated_video_keeps_decoded_frames_and_says_so(indexer, library, vide
     assert report.added == 1 and not report.failed
     (warning,) = report.warnings
     assert "cut.avi" in warning.path and warning.reason.startswith("kept ")
-    (video,) = library.videos()
+    (video,) = library.catalog.videos()
     assert video.note and video.note.startswith("kept ")
-    assert 10 < library.frame_count(video.id) < 80
+    assert 10 < library.catalog.frame_count(video.id) < 80
 
 
 def test_bad_videos_are_failed_and_the_library_is_unchanged(indexer, library, videos, tmp_path):
     indexer.index([videos / "realshort.mp4"], "clips", sampling=EVERY_FRAME)
-    before = library.counts(indexer.embedder.key)
+    before = library.catalog.counts(indexer.embedder.key)
     folder = tmp_path / "bad"
     folder.mkdir()
     (folder / "notes.mp4").write_text("just some text")
@@ -209,7 +213,7 @@ def test_bad_videos_are_failed_and_the_library_is_unchanged(indexer, library, vi
     reasons = {os.path.basename(f.path): f.reason for f in report.failed}
     assert set(reasons) == {"notes.mp4", "empty.mp4", "list.mp4"}
     assert "empty" in reasons["empty.mp4"]
-    after = library.counts(indexer.embedder.key)
+    after = library.catalog.counts(indexer.embedder.key)
     assert after["embeddings"] == before["embeddings"] and after["videos"] == before["videos"]
     assert after["failed"] == before["failed"] + 3
 

@@ -28,9 +28,9 @@ from PIL import Image
 
 from core.errors import LibraryError, MediaError
 from core.indexing import Indexer
+from core.library import Library
 from core.media import load_image
 from core.search import search
-from core.store import Library
 
 # -- load_image: bad input ---------------------------------------------------------------------
 
@@ -301,11 +301,11 @@ def test_bad_files_are_recorded_and_the_rest_indexed(tmp_path, embedder, mixed_f
     assert not report.interrupted
 
     # The library says the same as the report, and keeps the reasons.
-    stored_failures = {Path(r.path).name: r.error for r in library.failed_files("mixed")}
+    stored_failures = {Path(r.path).name: r.error for r in library.catalog.failed_files("mixed")}
     assert stored_failures == failed
     ok = db_query(settings.home / "library.db", "SELECT path FROM media WHERE status = 'ok'")
     assert {p for (p,) in ok} == {str(p) for p in good}
-    counts = library.counts(embedder.key)
+    counts = library.catalog.counts(embedder.key)
     assert counts == {
         "collections": 1,
         "images": len(good),
@@ -329,7 +329,7 @@ def test_bad_files_are_recorded_and_the_rest_indexed(tmp_path, embedder, mixed_f
     assert again.unchanged == len(good) + len(expected) - 1
     assert again.added == again.updated == again.removed == 0
     assert [Path(f.path).name for f in again.failed] == ["dangling.jpg"]
-    assert library.counts(embedder.key)["embeddings"] == len(good)
+    assert library.catalog.counts(embedder.key)["embeddings"] == len(good)
 
 
 def test_failed_file_fixed_later_is_indexed(tmp_path, library, indexer, shared_images):
@@ -343,8 +343,8 @@ def test_failed_file_fixed_later_is_indexed(tmp_path, library, indexer, shared_i
     report = indexer.index([folder])
     assert report.failed == []
     assert report.added + report.updated == 1
-    assert library.failed_files() == []
-    assert library.counts()["images"] == 1
+    assert library.catalog.failed_files() == []
+    assert library.catalog.counts()["images"] == 1
 
 
 def test_hidden_and_system_files_skipped_other_files_ignored(
@@ -374,7 +374,7 @@ def test_hidden_and_system_files_skipped_other_files_ignored(
     assert report.added == 3
     assert report.ignored == 3  # notes.txt, report.pdf, sub/data.csv
     assert report.failed == []
-    stored = {r.path for r in library.media()}
+    stored = {r.path for r in library.catalog.media()}
     assert stored == {str(p) for p in photos}
 
 
@@ -385,7 +385,7 @@ def test_a_failing_batch_writes_nothing_of_itself(
     folder = tmp_path / "photos"
     copy_images(small_images(shared_images, 10), folder)
     db = library.db_path
-    real_add = library.add_images
+    real_add = library.ingest.add_images
     calls = []
 
     def failing_second_batch(collection_id, model_key, images):
@@ -396,7 +396,7 @@ def test_a_failing_batch_writes_nothing_of_itself(
             images = [*images, bogus]
         return real_add(collection_id, model_key, images)
 
-    monkeypatch.setattr(library, "add_images", failing_second_batch)
+    monkeypatch.setattr(library.ingest, "add_images", failing_second_batch)
     with pytest.raises(LibraryError, match="embedding to copy"):
         indexer.index([folder])
     first_batch = calls[0]
@@ -405,7 +405,7 @@ def test_a_failing_batch_writes_nothing_of_itself(
     assert db_query(db, "PRAGMA integrity_check") == [("ok",)]
     kept = db_query(db, "SELECT id FROM embeddings ORDER BY id")
 
-    monkeypatch.setattr(library, "add_images", real_add)
+    monkeypatch.setattr(library.ingest, "add_images", real_add)
     report = indexer.index([folder])
     assert report.unchanged == first_batch
     assert report.added == 10 - first_batch
@@ -427,7 +427,7 @@ def test_index_file_paths_directly(tmp_path, library, indexer, shared_images):
     # indexing single files never removes the folder's other rows
     report = indexer.index([photos[2]], "picked")
     assert report.added == 1 and report.removed == 0
-    assert library.counts()["images"] == 3
+    assert library.catalog.counts()["images"] == 3
 
 
 def test_missing_path_raises_before_writing(tmp_path, library, indexer):
@@ -450,7 +450,7 @@ def test_rotated_photo_is_stored_upright(tmp_path, library, indexer, embedder):
     path.parent.mkdir()
     image.save(path, format="JPEG", exif=exif.tobytes())
     indexer.index([path.parent])
-    [record] = library.media()
+    [record] = library.catalog.media()
     assert (record.width, record.height) == (200, 300)
     with Image.open(record.thumbnail) as thumb:
         assert thumb.height > thumb.width  # the thumbnail is upright too

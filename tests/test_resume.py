@@ -16,7 +16,7 @@ import pytest
 from conftest import cli_env, framescope_exe, run_cli
 from PIL import Image
 
-from core.vector_index import VectorIndex
+from core.library.index import VectorIndex
 
 pytestmark = pytest.mark.slow
 

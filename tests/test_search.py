@@ -11,6 +11,7 @@ from conftest import brute_force, embedding_ids_by_path, tiny_settings
 
 from core.errors import QueryError
 from core.indexing import Indexer
+from core.library import Library
 from core.media import load_image
 from core.search import (
     CUTOFF_MAX_DROP,
@@ -21,7 +22,6 @@ from core.search import (
     relevance_cutoff,
     search,
 )
-from core.store import Library
 from core.types import Hit, SearchResult
 
 
@@ -92,7 +92,7 @@ def test_ranking_equals_exact_search(indexed, embedder, shared_images, text):
     q = query_vector(embedder, text)
     result = search(indexed, embedder, text, k=n)
     assert [h.embedding_id for h in result.hits] == brute_force(indexed, embedder.key, q, n)
-    ids, vectors = indexed.vectors(embedder.key)
+    ids, vectors = indexed.vectors.load(embedder.key)
     scores = dict(zip(ids.tolist(), (vectors @ q).tolist(), strict=True))
     for hit in result.hits:
         assert hit.score == pytest.approx(scores[hit.embedding_id], abs=1e-5)
@@ -102,7 +102,7 @@ def test_ranking_equals_exact_search_for_random_queries(indexed, embedder):
     rng = np.random.default_rng(3)
     for _ in range(20):
         q = _unit(rng.standard_normal(embedder.dim)).astype(np.float32)
-        found = [i for i, _ in indexed.search_vectors(embedder.key, q, 10)]
+        found = [i for i, _ in indexed.vectors.search(embedder.key, q, 10)]
         assert found == brute_force(indexed, embedder.key, q, 10)
 
 
@@ -288,7 +288,7 @@ def test_search_applies_the_cutoff_to_the_scope(indexed, embedder, shared_images
     photo = shared_images[8]
     result = search(indexed, embedder, images=[load_image(photo).image], k=len(shared_images))
     q = query_vector(embedder, "", embedder.embed_images([load_image(photo).image]))
-    scope_scores = indexed.vectors(embedder.key)[1] @ q
+    scope_scores = indexed.vectors.load(embedder.key)[1] @ q
     expected = relevance_cutoff(result.hits[0].score, scope_scores)
     assert expected is not None
     assert result.cutoff == pytest.approx(expected, abs=1e-5)

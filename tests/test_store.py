@@ -26,13 +26,13 @@ from conftest import (
 )
 from PIL import Image
 
-import core.vector_index
+import core.library.index
 from core.errors import QueryError
 from core.indexing import Indexer
+from core.library import Library
+from core.library.index import VectorIndex
 from core.media import load_image
 from core.search import query_vector, search
-from core.store import Library
-from core.vector_index import VectorIndex
 
 
 def index_files(home: Path, model_key: str) -> tuple[Path, Path]:
@@ -54,10 +54,10 @@ def db_embedding_ids(library: Library, model_key: str) -> list[int]:
 
 def assert_search_is_exact(library: Library, embedder, texts=("a photo", "red", "road")):
     """Search through the library's index ranks exactly as brute force over the stored vectors."""
-    n = library.counts(embedder.key)["embeddings"]
+    n = library.catalog.counts(embedder.key)["embeddings"]
     for text in texts:
         q = query_vector(embedder, text)
-        found = [i for i, _ in library.search_vectors(embedder.key, q, n)]
+        found = [i for i, _ in library.vectors.search(embedder.key, q, n)]
         assert found == brute_force(library, embedder.key, q, n)
 
 
@@ -127,7 +127,7 @@ def test_modified_file_is_embedded_again(photos, library, indexer, embedder, sha
     hits = search(library, embedder, images=[load_image(replacement).image], k=6).hits
     assert hits[0].path == str(target)
     assert old_id not in {h.embedding_id for h in hits}
-    assert old_id not in set(library.index_for(embedder.key, embedder.dim).ids().tolist())
+    assert old_id not in set(library.vectors.index_for(embedder.key, embedder.dim).ids().tolist())
 
 
 def test_deleted_file_is_dropped_on_the_next_folder_run(photos, library, indexer, embedder):
@@ -139,7 +139,7 @@ def test_deleted_file_is_dropped_on_the_next_folder_run(photos, library, indexer
     report = indexer.index([photos])
     assert report.removed == 1
     assert report.unchanged == 5
-    assert str(victim) not in {r.path for r in library.media()}
+    assert str(victim) not in {r.path for r in library.catalog.media()}
     assert victim_id not in db_embedding_ids(library, embedder.key)
     hits = search(library, embedder, "a photo", k=10).hits
     assert len(hits) == 5
@@ -157,15 +157,15 @@ def test_file_that_became_unreadable_leaves_the_search(photos, library, indexer,
     assert "truncated or corrupt" in report.failed[0].reason
     assert victim_id not in db_embedding_ids(library, embedder.key)
     assert str(victim) not in {h.path for h in search(library, embedder, "a photo", k=10).hits}
-    assert [r.path for r in library.failed_files()] == [str(victim)]
-    assert library.counts()["images"] == 5
+    assert [r.path for r in library.catalog.failed_files()] == [str(victim)]
+    assert library.catalog.counts()["images"] == 5
 
 
 def test_thumbnails_of_removed_files_are_deleted_unless_shared(photos, library, indexer):
     first, second = sorted(photos.iterdir())[:2]
     shutil.copyfile(first, photos / "same-as-first.jpg")
     indexer.index([photos])
-    thumbs = {r.path: Path(r.thumbnail) for r in library.media()}
+    thumbs = {r.path: Path(r.thumbnail) for r in library.catalog.media()}
     assert thumbs[str(first)] == thumbs[str(photos / "same-as-first.jpg")]  # named by content
     first.unlink()
     second.unlink()
@@ -195,7 +195,7 @@ def test_renamed_and_moved_files_keep_their_embedding(
     assert after[str(renamed)] == ids[str(first)]
     assert after[str(moved)] == ids[str(second)]
     assert str(first) not in after and str(second) not in after
-    names = {r.path: r.name for r in library.media()}
+    names = {r.path: r.name for r in library.catalog.media()}
     assert names[str(renamed)] == "renamed-photo.jpg"
     hits = search(library, embedder, images=[load_image(renamed).image], k=1).hits
     assert (hits[0].path, hits[0].name) == (str(renamed), "renamed-photo.jpg")
@@ -228,7 +228,7 @@ def test_same_folder_in_a_second_collection_reuses_vectors(
     report = indexer.index([photos], "second")
     assert report.reused == 6
     assert count_embeds() == 6
-    info = {c.name: c.images for c in library.collections()}
+    info = {c.name: c.images for c in library.catalog.collections()}
     assert info == {"first": 6, "second": 6}
 
 
@@ -278,7 +278,7 @@ def test_index_file_of_another_model_under_this_models_name_is_not_used(
     fresh = Library(settings.home)
     report = Indexer(fresh, other_model, settings).index([folder_b], "b")
     assert report.added == 3
-    assert sorted(fresh.index_for(other_model.key, other_model.dim).ids().tolist()) == (
+    assert sorted(fresh.vectors.index_for(other_model.key, other_model.dim).ids().tolist()) == (
         db_embedding_ids(fresh, other_model.key)
     )
     b_hits = search(fresh, other_model, "a photo", k=50).hits
@@ -297,7 +297,7 @@ def test_reindexing_the_same_folder_with_another_model_embeds_it(
     report = Indexer(library, other_model, settings).index([photos])
     assert report.failed == []
     assert report.added + report.updated == 6
-    assert library.counts(other_model.key)["embeddings"] == 6
+    assert library.catalog.counts(other_model.key)["embeddings"] == 6
     hits = search(library, other_model, "a photo", k=50).hits
     assert {h.path for h in hits} == {str(p) for p in photos.iterdir()}
     again = Indexer(library, other_model, settings).index([photos])
@@ -332,7 +332,7 @@ def test_index_save_is_atomic(monkeypatch, photos, library, indexer, embedder, s
         Path(path).write_bytes(b"FAISS partial write")
         raise RuntimeError("No space left on device")
 
-    monkeypatch.setattr(core.vector_index.faiss, "write_index", write_half_then_fail)
+    monkeypatch.setattr(core.library.index.faiss, "write_index", write_half_then_fail)
     with pytest.raises(RuntimeError, match="No space left"):
         indexer.index([photos])
     assert (faiss_path.read_bytes(), manifest_path.read_bytes()) == before
@@ -341,7 +341,7 @@ def test_index_save_is_atomic(monkeypatch, photos, library, indexer, embedder, s
     old = VectorIndex.load(faiss_path, embedder.key, embedder.dim)
     assert old is not None and old.ntotal == 6  # the previous index, whole
     fresh = Library(library.home)
-    assert sorted(fresh.index_for(embedder.key, embedder.dim).ids().tolist()) == (
+    assert sorted(fresh.vectors.index_for(embedder.key, embedder.dim).ids().tolist()) == (
         db_embedding_ids(fresh, embedder.key)
     )
     assert len(db_embedding_ids(fresh, embedder.key)) == 7
@@ -396,15 +396,15 @@ def test_lost_or_corrupt_index_is_rebuilt(photos, library, indexer, embedder, da
     indexer.index([photos])
     faiss_path, manifest_path = index_files(library.home, embedder.key)
     q = query_vector(embedder, "a photo")
-    expected = library.search_vectors(embedder.key, q, 6)
+    expected = library.vectors.search(embedder.key, q, 6)
     library.close()
 
     damage(faiss_path, manifest_path)
     fresh = Library(library.home)
-    found = fresh.search_vectors(embedder.key, q, 6)
+    found = fresh.vectors.search(embedder.key, q, 6)
     assert [i for i, _ in found] == [i for i, _ in expected]
     assert [s for _, s in found] == pytest.approx([s for _, s in expected], abs=1e-6)
-    assert sorted(fresh.index_for(embedder.key, embedder.dim).ids().tolist()) == (
+    assert sorted(fresh.vectors.index_for(embedder.key, embedder.dim).ids().tolist()) == (
         db_embedding_ids(fresh, embedder.key)
     )
     assert_search_is_exact(fresh, embedder)
@@ -412,7 +412,7 @@ def test_lost_or_corrupt_index_is_rebuilt(photos, library, indexer, embedder, da
     assert len(result.hits) == 6
     # the next indexing run writes a good index again
     Indexer(fresh, embedder, indexer.settings).index([photos])
-    fresh.save_index(embedder.key, embedder.dim)
+    fresh.vectors.save_index(embedder.key, embedder.dim)
     saved = VectorIndex.load(faiss_path, embedder.key, embedder.dim)
     assert saved is not None
     assert sorted(saved.ids().tolist()) == db_embedding_ids(fresh, embedder.key)
@@ -431,7 +431,7 @@ def test_stale_saved_index_is_brought_in_step(photos, library, indexer, embedder
     manifest_path.write_bytes(old_manifest)
 
     fresh = Library(library.home)
-    ids = fresh.index_for(embedder.key, embedder.dim).ids()
+    ids = fresh.vectors.index_for(embedder.key, embedder.dim).ids()
     assert sorted(ids.tolist()) == db_embedding_ids(fresh, embedder.key)
     assert len(ids) == 8
     assert_search_is_exact(fresh, embedder)
@@ -439,10 +439,10 @@ def test_stale_saved_index_is_brought_in_step(photos, library, indexer, embedder
 
 def test_faiss_ids_are_the_embedding_row_ids(photos, library, indexer, embedder):
     indexer.index([photos])
-    index = library.index_for(embedder.key, embedder.dim)
+    index = library.vectors.index_for(embedder.key, embedder.dim)
     assert sorted(index.ids().tolist()) == db_embedding_ids(library, embedder.key)
     # and each id maps to its own vector: searching a stored vector finds its id first
-    ids, vectors = library.vectors(embedder.key)
+    ids, vectors = library.vectors.load(embedder.key)
     for i, v in zip(ids, vectors, strict=True):
         scores, found = index.search(v[None, :], 1)
         assert int(found[0, 0]) == int(i)
@@ -470,7 +470,7 @@ def test_changes_by_another_instance_are_seen(tmp_path, settings, embedder, shar
     hits = search(first, embedder, "a photo", k=50).hits
     assert len(hits) == 6
     assert str(photos_a[0]) not in {h.path for h in hits}
-    assert sorted(first.index_for(embedder.key, embedder.dim).ids().tolist()) == (
+    assert sorted(first.vectors.index_for(embedder.key, embedder.dim).ids().tolist()) == (
         db_embedding_ids(first, embedder.key)
     )
 
@@ -493,7 +493,7 @@ def test_uploads_are_kept_in_the_data_directory(library, indexer, embedder, shar
     assert [(f.path, "not a readable image" in f.reason) for f in report.failed] == [
         ("broken.jpg", True)
     ]
-    records = {r.name: r for r in library.media(collection="uploads")}
+    records = {r.name: r for r in library.catalog.media(collection="uploads")}
     assert set(records) == {"Holiday Photo.jpg", "sneaky.jpg", "broken.jpg"}
     uploads_dir = library.uploads_dir.resolve()
     for record in records.values():
@@ -507,7 +507,7 @@ def test_uploads_are_kept_in_the_data_directory(library, indexer, embedder, shar
 
     again = indexer.index_uploads([("Holiday Photo.jpg", data)])
     assert again.unchanged == 1 and again.added == 0
-    assert library.counts()["images"] == 2
+    assert library.catalog.counts()["images"] == 2
 
 
 def test_search_within_collections(tmp_path, library, indexer, embedder, shared_images):
@@ -516,7 +516,7 @@ def test_search_within_collections(tmp_path, library, indexer, embedder, shared_
     indexer.index([tmp_path / "a"], "alpha")
     indexer.index([tmp_path / "b"], "beta")
 
-    info = {c.name: (c.images, c.failed) for c in library.collections()}
+    info = {c.name: (c.images, c.failed) for c in library.catalog.collections()}
     assert info == {"alpha": (5, 0), "beta": (3, 0)}
     alpha = search(library, embedder, "a photo", k=50, collections=["alpha"]).hits
     assert {h.path for h in alpha} == {str(p) for p in photos_a}
@@ -561,7 +561,7 @@ def test_searching_from_threads_while_indexing(tmp_path, embedder, shared_images
                 scores = [h.score for h in hits]
                 assert scores == sorted(scores, reverse=True)
                 q = query_vector(embedder, text)
-                ids, vectors = library.vectors(embedder.key, [h.embedding_id for h in hits])
+                ids, vectors = library.vectors.load(embedder.key, [h.embedding_id for h in hits])
                 true = dict(zip(ids.tolist(), (vectors @ q).tolist(), strict=True))
                 for h in hits:
                     assert h.score == pytest.approx(true[h.embedding_id], abs=1e-5)
@@ -587,8 +587,8 @@ def test_searching_from_threads_while_indexing(tmp_path, embedder, shared_images
     assert not errors, errors
     assert searches[0] >= 6
     assert report.added == len(rest)
-    assert library.counts(embedder.key)["embeddings"] == len(shared_images)
-    assert sorted(library.index_for(embedder.key, embedder.dim).ids().tolist()) == (
+    assert library.catalog.counts(embedder.key)["embeddings"] == len(shared_images)
+    assert sorted(library.vectors.index_for(embedder.key, embedder.dim).ids().tolist()) == (
         db_embedding_ids(library, embedder.key)
     )
     for photo in rest[:5]:
@@ -600,7 +600,7 @@ def test_searching_from_threads_while_indexing(tmp_path, embedder, shared_images
 
 def test_thumbnails_exist_for_every_image(photos, library, indexer):
     indexer.index([photos])
-    for record in library.media():
+    for record in library.catalog.media():
         assert record.thumbnail is not None
         with Image.open(record.thumbnail) as thumb:
             assert max(thumb.size) <= 256

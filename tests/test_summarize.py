@@ -8,10 +8,11 @@ import json
 import pytest
 from conftest import require_media, tiny_settings
 
+from core.jobs import Job
+from core.library import Library
 from core.media import probe_video
 from core.models.llm import load_llm
 from core.models.vlm import load_vlm
-from core.store import Library
 from core.summarize import (
     CONTEXT,
     CONTEXT_K,
@@ -76,7 +77,7 @@ def test_summary_end_to_end_in_both_modes(models, box, tmp_path, mode):
         chunk_seconds=4,
         frames_per_chunk=2,
         mode=mode,
-        progress=lambda stage, done, total, message: stages.append(stage),
+        job=Job(lambda step: stages.append(step.stage)),
     )
     assert [d.index for d in summary.descriptions] == [0, 1, 2, 3]
     assert all(d.text for d in summary.descriptions) and summary.short
@@ -90,7 +91,7 @@ def test_summary_end_to_end_in_both_modes(models, box, tmp_path, mode):
         assert "Notes on what came before" in later
         # Bounded context: the last k descriptions (and the running summary), never all of them.
         assert summary.descriptions[0].text not in later or CONTEXT_K >= 3
-    stored = library.summaries()
+    stored = library.annotations.summaries()
     assert len(stored) == 1 and json.loads(stored[0][4])["mode"] == mode
     # Resume: descriptions are cached per video, chunking, model and mode.
     again = Counting(models[0])

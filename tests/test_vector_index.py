@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from core.vector_index import FLAT, IVF, VectorIndex, choose_kind, recall_at_k
+from core.library.index import FLAT, IVF, VectorIndex, choose_kind, recall_at_k
 
 DIM = 64
 KEY = "open_clip/test-model/v1"

@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 from conftest import MEGAMIND_CUTS
 
-from core import media
 from core.errors import ConfigError, MediaError
 from core.media import (
     FrameSampler,
     SampledFrame,
     VideoInfo,
     VideoLimits,
-    _open_video_container,
     probe_video,
     transcode_for_browser,
 )
+from core.media.probe import _open_video_container
+from core.media.sampling import _Clock
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 VIDEOS = MEDIA / "video"
@@ -155,14 +155,14 @@ def test_decoding_shortcuts_pick_the_same_frames(name, made):
 def test_sparse_sampling_seeks_and_stays_on_target(monkeypatch):
     info = probe_video(shared_video("vtest.avi"))  # keyframes every 25 s
     decoded = 0
-    clock = media._Clock.__call__
+    clock = _Clock.__call__
 
     def counting(self, frame):
         nonlocal decoded
         decoded += 1
         return clock(self, frame)
 
-    monkeypatch.setattr(media._Clock, "__call__", counting)
+    monkeypatch.setattr(_Clock, "__call__", counting)
     frames = list(FrameSampler(info, every=30.0))
     assert [f.timestamp for f in frames] == pytest.approx([0.0, 30.0, 60.0], abs=1e-6)
     # it jumped to the keyframes at 25 s and 50 s instead of decoding the 601 frames up to 60 s

@@ -12,6 +12,7 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,16 +22,16 @@ from PIL import Image
 
 from core.config import Settings
 from core.errors import ConfigError, ModelUnavailable, QueryError
+from core.format import format_timestamp
+from core.models.endpoint import EndpointVlm
 from core.models.tiny import tiny_qwen25vl_dir
 from core.models.vlm import (
     HISTORY_TURNS,
     MAX_NEW_TOKENS,
-    EndpointVlm,
     LocalVlm,
     Turn,
     VlmFrame,
     bound_tokens,
-    format_timestamp,
     load_local_vlm,
     load_vlm,
     visual_tokens_per_frame,
@@ -75,10 +76,10 @@ def video_frames(seed: int = 0, n: int = 3, every: float = 32.5) -> list[VlmFram
 
 
 def test_timestamps_are_readable():
-    assert format_timestamp(0) == "0:00"
-    assert format_timestamp(12.9) == "0:12"
-    assert format_timestamp(725) == "12:05"
-    assert format_timestamp(3723.4) == "1:02:03"
+    assert format_timestamp(0, whole_seconds=True) == "0:00"
+    assert format_timestamp(12.9, whole_seconds=True) == "0:12"
+    assert format_timestamp(725, whole_seconds=True) == "12:05"
+    assert format_timestamp(3723.4, whole_seconds=True) == "1:02:03"
 
 
 def test_answers_one_image_and_timestamped_frames(local: LocalVlm):
@@ -468,15 +469,15 @@ def test_endpoint_rejects_a_bad_url():
 
 
 def test_load_vlm_picks_the_endpoint_when_a_base_url_is_set(tmp_path: Path):
-    settings = Settings(
-        home=tmp_path,
-        profile="tiny",
-        vlm_base_url="http://127.0.0.1:9/v1",
-        vlm_model_name="qwen2.5-vl",
-        vlm_api_key=KEY,
-        vlm_timeout=5.0,
-        vlm_retries=1,
+    endpoint = replace(
+        Settings().vlm_endpoint,
+        base_url="http://127.0.0.1:9/v1",
+        model="qwen2.5-vl",
+        api_key=KEY,
+        timeout=5.0,
+        retries=1,
     )
+    settings = Settings(home=tmp_path, profile="tiny", vlm_endpoint=endpoint)
     vlm = load_vlm(settings)
     assert isinstance(vlm, EndpointVlm)
     assert (vlm.model, vlm.timeout, vlm.retries) == ("qwen2.5-vl", 5.0, 1)

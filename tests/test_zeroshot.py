@@ -20,6 +20,7 @@ from PIL import Image
 
 from core import zeroshot as zs
 from core.errors import MediaError, QueryError
+from core.export import classification_to_csv
 from core.media import FrameSampler, probe_video
 
 TEMPLATES = ("a photo of a {}.", "a blurry photo of a {}.", "a drawing of the {}.")
@@ -425,7 +426,7 @@ def test_multi_label_csv_has_present_and_score_columns(embedder, shared_images):
     result = zs.classify(
         embedder, batch.vectors, ["dog", "cat"], TEMPLATES, multi_label=True, threshold=0.0
     )
-    rows = list(csv.reader(io.StringIO(zs.to_csv(batch.names, result))))
+    rows = list(csv.reader(io.StringIO(classification_to_csv(batch.names, result))))
     assert rows[0] == [
         "path",
         "top_label",
@@ -437,7 +438,7 @@ def test_multi_label_csv_has_present_and_score_columns(embedder, shared_images):
     ]
     assert all(set(r[4].split("; ")) == {"dog", "cat"} for r in rows[1:])  # threshold 0: both
     with pytest.raises(QueryError):
-        zs.to_csv(batch.names[:1], result)
+        classification_to_csv(batch.names[:1], result)
 
 
 def test_a_bad_image_in_a_batch_is_reported_and_the_others_classified(

@@ -11,6 +11,8 @@ import streamlit as st
 
 from core.config import Settings
 from core.errors import FramescopeError
+from core.format import format_size
+from core.jobs import Job, Step
 from core.types import Hit, IndexReport
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
@@ -19,17 +21,6 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
 def plain(text: str | None) -> str:
     """Escape text (file names, model output, metadata) for Markdown: no links, images, HTML, emoji."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text or "").replace("\n", " ")
-
-
-def format_size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def page_header(title: str, settings: Settings) -> None:
@@ -48,14 +39,15 @@ def show_error(exc: FramescopeError) -> None:
 
 
 class ProgressBar:
-    """A progress callback (done, total, message) drawing a Streamlit progress bar, with a Stop
-    button while the job runs. Use it as a context manager: the button goes when the job ends."""
+    """A Streamlit progress bar for a long job, with a Stop button while it runs. Use it as a
+    context manager and pass its `job` to the work: the button goes when the job ends."""
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.bar = st.progress(0.0, text=label)
         self.stop = stop_button(f"stop-{label}")
         self.last = 0.0
+        self.job = Job(on_progress=self.show)
 
     def __enter__(self) -> ProgressBar:
         return self
@@ -63,14 +55,22 @@ class ProgressBar:
     def __exit__(self, *exc) -> None:
         self.stop.empty()
 
-    def __call__(self, done: float, total: int, message: str) -> None:
+    def close(self) -> None:
+        """Remove the bar and its button (when what it tracked is shown otherwise)."""
+        self.stop.empty()
+        self.bar.empty()
+
+    def show(self, step: Step) -> None:
         now = time.monotonic()
-        if message != "done" and now - self.last < 0.25:
+        if step.message != "done" and now - self.last < 0.25:
             return
         self.last = now
-        fraction = done / total if total else 1.0
-        count = int(done) if float(done).is_integer() else round(done, 1)  # 4, not 4.0
-        self.bar.progress(min(1.0, fraction), text=f"{self.label}: {count}/{total} · {message}")
+        what = f"{self.label} · {step.stage}" if step.stage else self.label
+        if step.total:
+            done = int(step.done) if float(step.done).is_integer() else round(step.done, 1)
+            total = int(step.total) if float(step.total).is_integer() else step.total
+            what += f": {done}/{total}"
+        self.bar.progress(step.fraction or 0.0, text=f"{what} · {step.message}")
 
 
 def index_report(report: IndexReport) -> None:
@@ -218,7 +218,7 @@ def frame_grid(
     """Collapsed frame hits with thumbnail, video, time, score, movement since the last round, and
     Play / relevant / irrelevant buttons. Returns the action clicked: ("play" | "relevant" |
     "irrelevant", hit), or None."""
-    from core.types import format_timestamp
+    from core.format import format_timestamp
 
     action = None
     for start in range(0, len(groups), columns):

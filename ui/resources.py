@@ -6,9 +6,17 @@ import streamlit as st
 
 from core.config import Settings
 from core.indexing import Indexer
+from core.library import Library
+from core.models import CAPTIONER, EMBEDDINGS, LLM, VLM
 from core.models.captioner import Captioner, load_captioner
 from core.models.clip import ClipEmbedder, load_clip
-from core.store import Library
+
+_LOADED: dict[str, object] = {}  # role -> model, for the models this process has loaded
+
+
+def loaded_models() -> dict[str, object]:
+    """The models loaded so far in this process, by role (what the Home page lists as loaded)."""
+    return dict(_LOADED)
 
 
 @st.cache_resource(show_spinner=False)
@@ -25,12 +33,14 @@ def get_library() -> Library:
 @st.cache_resource(show_spinner="Loading the CLIP model (first use downloads its weights)…")
 def get_embedder() -> ClipEmbedder:
     """Raises ModelUnavailable; a failure is not cached, so the next run tries again."""
-    return load_clip(get_settings())
+    _LOADED[EMBEDDINGS] = model = load_clip(get_settings())
+    return model
 
 
 @st.cache_resource(show_spinner="Loading the captioning model (first use downloads its weights)…")
 def get_captioner() -> Captioner:
-    return load_captioner(get_settings())
+    _LOADED[CAPTIONER] = model = load_captioner(get_settings())
+    return model
 
 
 @st.cache_resource(
@@ -40,7 +50,8 @@ def get_vlm():
     """The local VLM, or the OpenAI-compatible endpoint when FRAMESCOPE_VLM_BASE_URL is set."""
     from core.models.vlm import load_vlm
 
-    return load_vlm(get_settings())
+    _LOADED[VLM] = model = load_vlm(get_settings())
+    return model
 
 
 @st.cache_resource(show_spinner="Loading the text model (first use downloads its weights)…")
@@ -48,7 +59,8 @@ def get_llm():
     """The local text LLM, or the OpenAI-compatible endpoint when FRAMESCOPE_LLM_BASE_URL is set."""
     from core.models.llm import load_llm
 
-    return load_llm(get_settings())
+    _LOADED[LLM] = model = load_llm(get_settings())
+    return model
 
 
 def get_indexer() -> Indexer:

@@ -1,6 +1,6 @@
 """FAISS vector index over explicit ids: exact while small, IVF with a tuned nprobe when large.
 
-The index is a cache of the embeddings stored in SQLite (see `core/store.py`): it can always be
+The index is a cache of the embeddings stored in SQLite (see `core/library/vectors.py`): it can always be
 rebuilt from them. Saving is atomic (temp file, fsync, rename) and a JSON manifest beside it binds
 it to one model key and dimension.
 """

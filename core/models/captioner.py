@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from PIL import Image
 
 from core.config import Settings
-from core.errors import ModelUnavailable
-from core.models.clip import resolve_device, ways_out
+from core.models.base import load_or_explain, resolve_device, ways_out, weights_source
 
 log = logging.getLogger(__name__)
 
@@ -80,25 +78,16 @@ def load_captioner(settings: Settings) -> Captioner:
             False,
         )
     else:
-        source, real = settings.caption_model, True
-        local = Path(source).expanduser()
-        if local.is_dir():
-            source = str(local.resolve())
-        elif source.startswith((".", "/", "~")):
-            raise ModelUnavailable(
-                f"captioning model folder {source} does not exist. "
-                + ways_out("FRAMESCOPE_CAPTION_MODEL")
-            )
-        key = f"blip/{source}"
-    try:
+        source = weights_source(settings.caption_model, "FRAMESCOPE_CAPTION_MODEL").location
+        key, real = f"blip/{source}", True
+
+    def load():
         processor = BlipProcessor.from_pretrained(source)
-        model = BlipForConditionalGeneration.from_pretrained(source).to(device)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelUnavailable(
-            f"Cannot load the captioning model '{source}': {reason}. "
-            + ways_out("FRAMESCOPE_CAPTION_MODEL (a local folder)")
-        ) from exc
+        return processor, BlipForConditionalGeneration.from_pretrained(source).to(device)
+
+    processor, model = load_or_explain(
+        "the captioning model", source, ways_out("FRAMESCOPE_CAPTION_MODEL (a local folder)"), load
+    )
     log.info("loaded captioner %s on %s", source, device)
     return Captioner(
         model,

@@ -15,30 +15,18 @@ from PIL import Image
 
 from core.config import Settings
 from core.errors import ModelUnavailable, QueryError
+from core.models.base import (
+    HUB,
+    LOCAL_FILE,
+    TAG,
+    load_or_explain,
+    resolve_device,
+    ways_out,
+    weights_source,
+)
 from core.types import Vectors
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(requested: str = "auto") -> str:
-    """`auto` picks CUDA, then Apple MPS, else CPU."""
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def ways_out(role_setting: str) -> str:
-    return (
-        "Ways out: (1) connect to the internet once, so the weights download into the Hugging Face "
-        "cache (~/.cache/huggingface, or $HF_HOME); (2) point "
-        f"{role_setting} at local weights you already have; (3) run with the offline `tiny` profile "
-        "(FRAMESCOPE_PROFILE=tiny or --profile tiny): tiny random-weight models, results are meaningless "
-        "but everything works."
-    )
 
 
 class ClipEmbedder:
@@ -133,8 +121,9 @@ def load_clip(settings: Settings) -> ClipEmbedder:
     """Load the CLIP embedder the settings ask for.
 
     Profile `tiny` builds (once) and loads a random-weight tiny CLIP offline. Profile `default` loads
-    `settings.clip_model` with `settings.clip_pretrained`, a pretrained tag (downloaded from the hub
-    and cached on first use) or the path of a local weights file.
+    `settings.clip_model` with `settings.clip_pretrained`: an open_clip pretrained tag (downloaded
+    and cached on first use), the path of a local weights file, or `hf-hub:org/name` (an open_clip
+    model on the Hugging Face hub, which names its own architecture).
 
     Raises:
         ModelUnavailable: the weights cannot be had; the message says why and the ways out.
@@ -142,40 +131,46 @@ def load_clip(settings: Settings) -> ClipEmbedder:
     import open_clip
 
     device = resolve_device(settings.device)
+    name, pretrained, real = settings.clip_model, settings.clip_pretrained, True
     if settings.profile == "tiny":
         from core.models.tiny import TINY_CLIP_NAME, TINY_CLIP_VERSION, tiny_clip_weights
 
         name, pretrained = TINY_CLIP_NAME, str(tiny_clip_weights(settings.model_cache))
         key, real = f"open_clip/{TINY_CLIP_NAME}/{TINY_CLIP_VERSION}", False
     else:
-        name, pretrained, real = settings.clip_model, settings.clip_pretrained, True
-        local = Path(pretrained).expanduser()
-        if (
-            local.suffix in (".pt", ".pth", ".bin", ".safetensors")
-            or local.is_file()
-            or "/" in pretrained
-        ):
-            if not local.is_file():
-                raise ModelUnavailable(
-                    f"CLIP weights file {pretrained} does not exist. "
-                    + ways_out("FRAMESCOPE_CLIP_PRETRAINED")
-                )
-            pretrained = str(local.resolve())
-            key = f"open_clip/{name}/file-{_file_digest(local)}"
-        else:
+        source = weights_source(pretrained, "FRAMESCOPE_CLIP_PRETRAINED", tags=True)
+        if source.kind == LOCAL_FILE:
+            pretrained = source.location
+            key = f"open_clip/{name}/file-{_file_digest(Path(pretrained))}"
+        elif source.kind == HUB:
+            name, pretrained = f"hf-hub:{source.location}", None
+            key = f"open_clip/{name}"
+        elif source.kind == TAG:
             key = f"open_clip/{name}/{pretrained}"
-    try:
+        else:
+            raise ModelUnavailable(
+                f"FRAMESCOPE_CLIP_PRETRAINED={pretrained} is a folder: give the weights file in it "
+                "(.pt, .bin or .safetensors). " + ways_out("FRAMESCOPE_CLIP_PRETRAINED")
+            )
+
+    def load():
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=pretrained, device=device
         )
         tokenizer = open_clip.get_tokenizer(name)
-        dim = int(open_clip.get_model_config(name)["embed_dim"])
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelUnavailable(
-            f"Cannot load CLIP {name} with weights '{pretrained}': {reason}. "
-            + ways_out("FRAMESCOPE_CLIP_MODEL / FRAMESCOPE_CLIP_PRETRAINED (a local weights file)")
-        ) from exc
+        config = open_clip.get_model_config(name)
+        if config is not None:
+            return model, preprocess, tokenizer, int(config["embed_dim"])
+        with torch.inference_mode():  # a hub model names no local config: ask the model itself
+            dim = model.encode_text(tokenizer(["a"]).to(device)).shape[-1]
+        return model, preprocess, tokenizer, int(dim)
+
+    model, preprocess, tokenizer, dim = load_or_explain(
+        f"CLIP {name} with weights",
+        str(pretrained),
+        ways_out("FRAMESCOPE_CLIP_MODEL / FRAMESCOPE_CLIP_PRETRAINED (a local weights file)"),
+        load,
+    )
     log.info("loaded CLIP %s (%s) on %s", name, key, device)
     return ClipEmbedder(
         model,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
+from dataclasses import replace
 
 import torch
 
 from core.config import Settings
-from core.errors import ModelUnavailable
-from core.models.clip import resolve_device, ways_out
+from core.models.base import TextModel, load_or_explain, resolve_device, ways_out, weights_source
 
 log = logging.getLogger(__name__)
 
@@ -61,40 +60,21 @@ class LocalLlm:
         return len(self.tokenizer(text).input_ids)
 
 
-class EndpointLlm:
-    """An OpenAI-compatible chat endpoint used as the text LLM (no images)."""
-
-    def __init__(self, endpoint, *, context_tokens: int = 8192) -> None:
-        self.endpoint = endpoint
-        self.name = endpoint.name
-        self.key = endpoint.key
-        self.real_weights = True
-        self.context_tokens = context_tokens
-
-    def complete(self, system: str, user: str, *, max_new_tokens: int = 256) -> str:
-        return self.endpoint.answer([], user, (), max_new_tokens=max_new_tokens, system=system)
-
-    def count_tokens(self, text: str) -> int:
-        return len(text) // 4 + 1  # a common estimate; endpoints do not expose their tokenizer
-
-
-def load_llm(settings: Settings):
-    """The LLM the settings ask for: the endpoint when FRAMESCOPE_LLM_BASE_URL is set, else local
-    (Qwen2.5-1.5B-Instruct by default; a tiny offline model with the `tiny` profile).
+def load_llm(settings: Settings) -> TextModel:
+    """The text model the settings ask for: the endpoint when FRAMESCOPE_LLM_BASE_URL is set (with
+    its own FRAMESCOPE_LLM_* timeout, retries and key), else local (Qwen2.5-1.5B-Instruct by
+    default; a tiny offline model with the `tiny` profile).
 
     Raises:
         ModelUnavailable: the weights cannot be had; the message says why and the ways out.
+        ConfigError: the base URL is not an http(s) URL.
     """
-    if settings.llm_base_url:
-        from core.models.vlm import EndpointVlm
+    if settings.llm_endpoint.base_url:
+        from core.models.endpoint import EndpointLlm
 
-        endpoint = EndpointVlm(
-            base_url=settings.llm_base_url,
-            model=settings.llm_model_name or settings.llm_model,
-            api_key=settings.llm_api_key,
-            timeout=settings.vlm_timeout,
-            retries=settings.vlm_retries,
-        )
+        endpoint = settings.llm_endpoint
+        if not endpoint.model:  # the local model's name is the one most servers know it by
+            endpoint = replace(endpoint, model=settings.llm_model)
         return EndpointLlm(endpoint)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -108,21 +88,21 @@ def load_llm(settings: Settings):
             False,
         )
     else:
-        source, real = settings.llm_model, True
-        if Path(source).expanduser().is_dir():
-            source = str(Path(source).expanduser().resolve())
+        source, real = weights_source(settings.llm_model, "FRAMESCOPE_LLM_MODEL").location, True
         key = f"llm/{source}"
-    try:
+
+    def load():
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source).to(device)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelUnavailable(
-            f"Cannot load the text model '{source}': {reason}. "
-            + ways_out(
-                "FRAMESCOPE_LLM_MODEL (a local folder), or set FRAMESCOPE_LLM_BASE_URL to an OpenAI-compatible endpoint"
-            )
-        ) from exc
+        return tokenizer, AutoModelForCausalLM.from_pretrained(source).to(device)
+
+    tokenizer, model = load_or_explain(
+        "the text model",
+        source,
+        ways_out(
+            "FRAMESCOPE_LLM_MODEL (a local folder), or set FRAMESCOPE_LLM_BASE_URL to an OpenAI-compatible endpoint"
+        ),
+        load,
+    )
     log.info("loaded LLM %s on %s", source, device)
     return LocalLlm(
         model,

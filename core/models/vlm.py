@@ -1,164 +1,69 @@
-"""Vision-language models that answer questions about frames: one interface, two backends.
+"""Local vision-language models (transformers) that answer questions about frames, and `load_vlm`.
 
-- `LocalVlm`: a transformers image-text-to-text model (SmolVLM2, Qwen2.5-VL, or any such model with
-  a chat template) on this machine. Frames go in as decoded images, each preceded by its time
-  ("Frame at 0:12:") so answers can refer to moments. Generation is bounded and serialised by a
-  lock (the model is shared by all sessions). A follow-up about the same frames reuses their
-  preprocessed pixels' vision-tower output (a small LRU keyed by the frames' content), so only the
-  text side runs again.
-- `EndpointVlm`: an OpenAI-compatible `/chat/completions` server (vLLM, Ollama, llama.cpp server,
-  hosted APIs), frames sent as base64 JPEG. Bounded timeout, bounded retries with backoff on
-  connection errors, 429 and 5xx; every failure is a `ModelUnavailable` whose message says what
-  happened. The API key is sent as a bearer token and never appears in messages, repr or logs.
+`LocalVlm` runs an image-text-to-text model (SmolVLM2, Qwen2.5-VL, or any such model with a chat
+template) on this machine. Frames go in as decoded images, each preceded by its time ("Frame at
+0:12:") so answers can refer to moments. Generation is bounded and serialised by a lock (the model
+is shared by all sessions). A follow-up about the same frames reuses their preprocessed pixels'
+vision-tower output (a small LRU keyed by the frames' content), so only the text side runs again.
 
-`load_vlm(settings)` picks the endpoint when a base URL is set, else the local model (the `tiny`
-profile builds a random-weight tiny SmolVLM2-class model offline).
+`load_vlm(settings)` picks the OpenAI-compatible endpoint (`core.models.endpoint.EndpointVlm`)
+when a base URL is set, else the local model (the `tiny` profile builds a random-weight tiny
+SmolVLM2-class model offline).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import http.client
 import inspect
-import io
-import json
 import logging
-import socket
 import threading
-import time
-import unicodedata
-import urllib.error
-import urllib.parse
-import urllib.request
-from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from core.errors import ConfigError, ModelUnavailable, QueryError
-from core.models.clip import resolve_device, ways_out
-
-log = logging.getLogger(__name__)
-
-DEFAULT_VLM = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
-ROLES = ("user", "assistant")
-HISTORY_TURNS = 8  # earlier turns sent with a question, at most (text only)
-MAX_NEW_TOKENS = 2048  # hard bound on any answer, whatever the caller asks
-FRAME_SIDE = 768  # longest side of a frame handed to a model or sent to an endpoint
-DESCRIBE_PROMPT = (
-    "Describe what these frames show: the scene, the people and objects, and what happens."
+from core.config import Settings
+from core.errors import ModelUnavailable
+from core.models.base import (
+    VisionLanguageModel,
+    load_or_explain,
+    resolve_device,
+    ways_out,
+    weights_source,
+)
+from core.models.chat import (
+    DEFAULT_VLM,
+    FRAME_SIDE,
+    HISTORY_TURNS,
+    MAX_NEW_TOKENS,
+    Turn,
+    VlmBase,
+    VlmFrame,
+    _fit,
+    _question,
+    bound_tokens,
+    clean_text,
+    frame_label,
+    recent_history,
 )
 
+__all__ = [
+    "DEFAULT_VLM",
+    "HISTORY_TURNS",
+    "MAX_NEW_TOKENS",
+    "LocalVlm",
+    "Turn",
+    "VlmFrame",
+    "bound_tokens",
+    "load_local_vlm",
+    "load_vlm",
+    "visual_tokens_per_frame",
+]
 
-@dataclass(frozen=True)
-class VlmFrame:
-    """A decoded frame and its time in the video (seconds; None for a still image)."""
-
-    image: Image.Image
-    timestamp: float | None = None
-
-
-@dataclass(frozen=True)
-class Turn:
-    """An earlier message of the chat: `role` is "user" or "assistant"."""
-
-    role: str
-    text: str
-
-    def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise QueryError(
-                f"a chat turn's role must be one of {', '.join(ROLES)}, not {self.role!r}"
-            )
-
-
-def format_timestamp(seconds: float) -> str:
-    """0:12, 12:05, 1:02:03 (whole seconds, rounded down)."""
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def frame_label(frame: VlmFrame, index: int, count: int) -> str | None:
-    """The text put before a frame: its time, or "Image n:" for one of several stills."""
-    if frame.timestamp is not None:
-        return f"Frame at {format_timestamp(frame.timestamp)}:"
-    if count > 1:
-        return f"Image {index + 1}:"
-    return None
-
-
-def recent_history(history: Sequence[Turn], turns: int = HISTORY_TURNS) -> list[Turn]:
-    """The last `turns` non-empty turns, starting with a user turn (chat templates expect that)."""
-    kept = [t for t in history if t.text and t.text.strip()][-turns:] if turns > 0 else []
-    while kept and kept[0].role != "user":
-        kept.pop(0)
-    return kept
-
-
-def bound_tokens(max_new_tokens: int) -> int:
-    return max(1, min(int(max_new_tokens), MAX_NEW_TOKENS))
-
-
-def _question(question: str) -> str:
-    question = (question or "").strip()
-    if not question:
-        raise QueryError("empty question: type what you want to know about the frames")
-    return question
-
-
-def clean_text(text: str) -> str:
-    """Model output without control characters (newlines and tabs kept), stripped."""
-    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc").strip()
-
-
-def _fit(image: Image.Image, side: int) -> Image.Image:
-    """RGB, longest side at most `side` (a copy when it changes)."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    if max(image.size) > side:
-        image = image.copy()
-        image.thumbnail((side, side), Image.Resampling.BICUBIC)
-    return image
-
-
-class VisionLanguageModel(ABC):
-    """Answers questions about frames. `key` names the weights (or endpoint and model)."""
-
-    name: str
-    key: str
-    real_weights: bool
-
-    @abstractmethod
-    def answer(
-        self,
-        frames: Sequence[VlmFrame],
-        question: str,
-        history: Sequence[Turn] = (),
-        *,
-        max_new_tokens: int = 128,
-        system: str | None = None,
-    ) -> str:
-        """The model's answer to `question` about `frames`, after the earlier `history` (text only).
-
-        Raises:
-            QueryError: the question is empty.
-            ModelUnavailable: the model or endpoint cannot answer (message says why).
-        """
-
-    def describe(
-        self, frames: Sequence[VlmFrame], *, max_new_tokens: int = 128, system: str | None = None
-    ) -> str:
-        """A description of the frames (`answer` with a fixed prompt)."""
-        return self.answer(frames, DESCRIBE_PROMPT, max_new_tokens=max_new_tokens, system=system)
-
+log = logging.getLogger(__name__)
 
 # -- local transformers models -------------------------------------------------------------------
 
@@ -180,7 +85,7 @@ def _frames_digest(images: Sequence[Image.Image]) -> str:
     return digest.hexdigest()
 
 
-class LocalVlm(VisionLanguageModel):
+class LocalVlm(VlmBase):
     """A transformers image-text-to-text model and its processor.
 
     `feature_cache` sets how many frame sets keep their vision features (0 turns the cache off).
@@ -476,19 +381,19 @@ def load_local_vlm(
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    try:
+    def load():
         processor = AutoProcessor.from_pretrained(source)
-        model = AutoModelForImageTextToText.from_pretrained(source, dtype=_dtype_for(device)).to(
-            device
-        )
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelUnavailable(
-            f"Cannot load the vision-language model '{source}': {reason}. "
-            + ways_out(VLM_WAYS_OUT)
-            + " (4) set FRAMESCOPE_VLM_BASE_URL to an OpenAI-compatible server (vLLM, Ollama, "
-            "llama.cpp) that serves a vision model."
-        ) from exc
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=_dtype_for(device))
+        return processor, model.to(device)
+
+    processor, model = load_or_explain(
+        "the vision-language model",
+        source,
+        ways_out(VLM_WAYS_OUT)
+        + " (4) set FRAMESCOPE_VLM_BASE_URL to an OpenAI-compatible server (vLLM, Ollama, "
+        "llama.cpp) that serves a vision model.",
+        load,
+    )
     if not getattr(processor, "chat_template", None) and not getattr(
         getattr(processor, "tokenizer", None), "chat_template", None
     ):
@@ -507,294 +412,25 @@ def load_local_vlm(
     )
 
 
-# -- OpenAI-compatible endpoints -------------------------------------------------------------------
-
-MAX_REPLY_BYTES = 16 * 1024 * 1024
-RETRYABLE = (429, 500, 502, 503, 504)
-
-
-def jpeg_data_url(image: Image.Image, side: int = FRAME_SIDE, quality: int = 85) -> str:
-    """The image as a `data:image/jpeg;base64,...` URL, longest side at most `side`."""
-    out = io.BytesIO()
-    _fit(image, side).save(out, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
-
-
-def _public_url(url: str) -> str:
-    """The URL without any user:password part."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        parts = parts._replace(netloc=netloc)
-    return urllib.parse.urlunsplit(parts)
-
-
-class EndpointVlm(VisionLanguageModel):
-    """A vision-language model behind an OpenAI-compatible chat-completions API."""
-
-    real_weights = True
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str | None = None,
-        *,
-        api_key: str | None = None,
-        timeout: float = 120.0,
-        retries: int = 2,
-        backoff: float = 0.5,
-        history_turns: int = HISTORY_TURNS,
-        image_side: int = FRAME_SIDE,
-    ) -> None:
-        url = (base_url or "").strip().rstrip("/")
-        for suffix in ("/chat/completions", "/completions"):
-            if url.endswith(suffix):
-                url = url[: -len(suffix)]
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"FRAMESCOPE_VLM_BASE_URL={_public_url(url)!r} is not an http(s) URL "
-                "(e.g. http://localhost:8000/v1 for vLLM, http://localhost:11434/v1 for Ollama)"
-            )
-        self.base_url = url
-        self.public_url = _public_url(url)
-        self.model = (model or "").strip() or None
-        self._api_key = (api_key or "").strip() or None
-        self.timeout = float(timeout)
-        self.retries = max(0, int(retries))
-        self.backoff = backoff
-        self.history_turns = history_turns
-        self.image_side = image_side
-        self._model_lock = threading.Lock()
-        self._opener = urllib.request.build_opener()  # honours http(s)_proxy / no_proxy
-        host = parts.hostname + (f":{parts.port}" if parts.port else "")
-        self.name = f"{self.model or 'endpoint model'} @ {host}"
-        self.key = f"endpoint/{self.public_url}/{self.model or '-'}"
-
-    def __repr__(self) -> str:
-        key = "set" if self._api_key else "none"
-        return f"EndpointVlm(base_url={self.public_url!r}, model={self.model!r}, api_key={key})"
-
-    # request ------------------------------------------------------------------------------------
-
-    def request_body(
-        self,
-        frames: Sequence[VlmFrame],
-        question: str,
-        history: Sequence[Turn] = (),
-        *,
-        max_new_tokens: int = 128,
-        system: str | None = None,
-    ) -> dict:
-        """The chat-completions request: system, earlier turns, then labelled frames, question."""
-        messages: list[dict] = []
-        if system and system.strip():
-            messages.append({"role": "system", "content": system.strip()})
-        for turn in recent_history(history, self.history_turns):
-            messages.append({"role": turn.role, "content": turn.text})
-        content: list[dict] = []
-        for i, frame in enumerate(frames):
-            label = frame_label(frame, i, len(frames))
-            if label:
-                content.append({"type": "text", "text": label})
-            content.append(
-                {
-                    "type": "image_url",
-                    "image_url": {"url": jpeg_data_url(frame.image, self.image_side)},
-                }
-            )
-        content.append({"type": "text", "text": _question(question)})
-        messages.append({"role": "user", "content": content})
-        return {
-            "model": self.model or "",
-            "messages": messages,
-            "max_tokens": bound_tokens(max_new_tokens),
-        }
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return headers
-
-    def _redact(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text
-
-    def _detail(self, raw: bytes) -> str:
-        """A short, key-free excerpt of an error reply: its `error.message` when it has one."""
-        text = raw.decode("utf-8", "replace").strip()
-        try:
-            payload = json.loads(text)
-            error = payload.get("error", payload) if isinstance(payload, dict) else payload
-            if isinstance(error, dict):
-                text = str(error.get("message") or error.get("detail") or error)
-            elif error:
-                text = str(error)
-        except ValueError:
-            pass
-        text = " ".join(self._redact(text).split())[:200]
-        return f": {text}" if text else ""
-
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
-        """JSON request with bounded retries; any failure becomes a clear ModelUnavailable."""
-        url = f"{self.base_url}{path}"
-        where = f"the VLM endpoint {self.public_url}{path}"
-        data = json.dumps(body).encode() if body is not None else None
-        last = ""
-        for attempt in range(self.retries + 1):
-            delay = self.backoff * (2**attempt)
-            request = urllib.request.Request(url, data=data, method=method, headers=self._headers())
-            try:
-                with self._opener.open(request, timeout=self.timeout) as response:
-                    raw = response.read(MAX_REPLY_BYTES + 1)
-                break
-            except urllib.error.HTTPError as exc:
-                status, detail = exc.code, self._detail(exc.read(4096) if exc.fp else b"")
-                retry_after = exc.headers.get("Retry-After") if exc.headers else None
-                exc.close()
-                if status in (401, 403):
-                    raise ModelUnavailable(
-                        f"{where} refused the key (HTTP {status}){detail}. Check "
-                        "FRAMESCOPE_VLM_API_KEY" + ("" if self._api_key else " (none is set)") + "."
-                    ) from None
-                if status == 404:
-                    raise ModelUnavailable(
-                        f"{where} answered HTTP 404 (not found){detail}: the model name "
-                        f"({self.model or 'none given'}; FRAMESCOPE_VLM_ENDPOINT_MODEL) or the URL "
-                        "is wrong. An OpenAI-compatible base URL usually ends in /v1."
-                    ) from None
-                if status not in RETRYABLE:
-                    raise ModelUnavailable(
-                        f"{where} rejected the request (HTTP {status}){detail}. The model may not "
-                        "accept images, or the request is too large (fewer frames may help)."
-                    ) from None
-                last = f"HTTP {status}{detail}"
-                if retry_after and retry_after.strip().isdigit():
-                    delay = min(max(delay, float(retry_after)), 30.0)
-            except TimeoutError as exc:  # socket.timeout is TimeoutError
-                raise ModelUnavailable(
-                    f"{where} did not answer within {self.timeout:g} s "
-                    "(FRAMESCOPE_VLM_TIMEOUT). The server may be overloaded or the model too slow "
-                    "for this many frames."
-                ) from exc
-            except urllib.error.URLError as exc:
-                reason = exc.reason
-                if isinstance(reason, TimeoutError):
-                    raise ModelUnavailable(
-                        f"{where} did not answer within {self.timeout:g} s "
-                        "(FRAMESCOPE_VLM_TIMEOUT)."
-                    ) from exc
-                if isinstance(reason, ConnectionRefusedError):
-                    last = "connection refused (is the server running, on this host and port?)"
-                elif isinstance(reason, socket.gaierror):
-                    last = f"unknown host ({reason})"
-                else:
-                    last = f"cannot connect ({self._redact(str(reason))})"
-            except (ConnectionError, http.client.HTTPException, OSError) as exc:
-                last = f"connection failed ({type(exc).__name__}: {self._redact(str(exc))})"
-            if attempt < self.retries:
-                log.warning("VLM endpoint %s: %s; retrying in %.1f s", self.public_url, last, delay)
-                time.sleep(delay)
-        else:
-            raise ModelUnavailable(
-                f"{where} failed after {self.retries + 1} attempt(s): {last}. "
-                "Check FRAMESCOPE_VLM_BASE_URL and that the server is up."
-            )
-        if len(raw) > MAX_REPLY_BYTES:
-            raise ModelUnavailable(f"{where} sent a reply larger than {MAX_REPLY_BYTES >> 20} MB")
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            excerpt = " ".join(self._redact(raw[:80].decode("utf-8", "replace")).split())
-            raise ModelUnavailable(
-                f"{where} sent a reply that is not JSON (it begins {excerpt!r}): is the base URL "
-                "an OpenAI-compatible API?"
-            ) from None
-        if not isinstance(payload, dict):
-            raise ModelUnavailable(f"{where} sent JSON that is not an object")
-        return payload
-
-    def _model_name(self) -> str:
-        """The configured model name, or the endpoint's first listed model (asked once)."""
-        with self._model_lock:
-            if self.model:
-                return self.model
-            try:
-                listed = self._call("GET", "/models").get("data") or []
-                self.model = str(listed[0]["id"])
-            except (ModelUnavailable, LookupError, TypeError) as exc:
-                raise ModelUnavailable(
-                    f"No model name is set for the VLM endpoint {self.public_url} and it did not "
-                    f"list one ({exc}). Set FRAMESCOPE_VLM_ENDPOINT_MODEL."
-                ) from None
-            self.name = f"{self.model} @ {self.name.split(' @ ', 1)[1]}"
-            return self.model
-
-    def answer(
-        self,
-        frames: Sequence[VlmFrame],
-        question: str,
-        history: Sequence[Turn] = (),
-        *,
-        max_new_tokens: int = 128,
-        system: str | None = None,
-    ) -> str:
-        body = self.request_body(
-            frames, question, history, max_new_tokens=max_new_tokens, system=system
-        )
-        body["model"] = self._model_name()
-        payload = self._call("POST", "/chat/completions", body)
-        try:
-            content = payload["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            error = payload.get("error")
-            detail = f" (error: {self._detail(json.dumps(error))[2:]})" if error else ""
-            raise ModelUnavailable(
-                f"the VLM endpoint {self.public_url} sent a reply without "
-                f"choices[0].message.content{detail}"
-            ) from None
-        if isinstance(content, list):  # some servers return content parts
-            content = "".join(
-                p.get("text", "")
-                for p in content
-                if isinstance(p, dict) and p.get("type") == "text"
-            )
-        if content is None:
-            content = ""
-        if not isinstance(content, str):
-            raise ModelUnavailable(
-                f"the VLM endpoint {self.public_url} sent a message content that is not text"
-            )
-        return clean_text(content)
-
-
 # -- choosing one ----------------------------------------------------------------------------------
 
 
-def load_vlm(settings) -> VisionLanguageModel:
-    """The VLM the settings ask for: the endpoint when `vlm_base_url` is set; else the local model
-    `vlm_model` (hub id or folder), or with profile `tiny` a tiny random-weight SmolVLM2 built
+def load_vlm(settings: Settings) -> VisionLanguageModel:
+    """The VLM the settings ask for: the endpoint when FRAMESCOPE_VLM_BASE_URL is set; else the local
+    model `vlm_model` (hub id or folder), or with profile `tiny` a tiny random-weight SmolVLM2 built
     offline.
 
     Raises:
         ModelUnavailable: the weights cannot be had; the message says why and the ways out.
         ConfigError: the base URL is not an http(s) URL.
     """
-    base_url = getattr(settings, "vlm_base_url", None)
-    if base_url:
-        vlm = EndpointVlm(
-            base_url,
-            getattr(settings, "vlm_model_name", None),
-            api_key=getattr(settings, "vlm_api_key", None),
-            timeout=getattr(settings, "vlm_timeout", 120.0),
-            retries=getattr(settings, "vlm_retries", 2),
-        )
+    if settings.vlm_endpoint.base_url:
+        from core.models.endpoint import EndpointVlm
+
+        vlm = EndpointVlm.from_settings(settings.vlm_endpoint)
         log.info("using VLM endpoint %r", vlm)
         return vlm
-    device = resolve_device(getattr(settings, "device", "auto"))
+    device = resolve_device(settings.device)
     if settings.profile == "tiny":
         from core.models.tiny import TINY_SMOLVLM_VERSION, tiny_smolvlm_dir
 
@@ -805,12 +441,5 @@ def load_vlm(settings) -> VisionLanguageModel:
             name="framescope-tiny-smolvlm2",
             real_weights=False,
         )
-    source = getattr(settings, "vlm_model", None) or DEFAULT_VLM
-    local = Path(source).expanduser()
-    if local.is_dir():
-        source = str(local.resolve())
-    elif source.startswith((".", "/", "~")):
-        raise ModelUnavailable(
-            f"vision-language model folder {source} does not exist. " + ways_out(VLM_WAYS_OUT)
-        )
+    source = weights_source(settings.vlm_model, "FRAMESCOPE_VLM_MODEL").location
     return load_local_vlm(source, device=device, key=f"vlm/{source}", name=source)

@@ -1,3 +1,52 @@
-"""Moved here from core/search.py; the package API is declared in the next commit."""
+"""Search: what a query finds in the library, and how the user's marks re-rank it.
 
-from core.search.query import *  # noqa: F403
+Modules:
+    query     text and image queries with +term/-term algebra, the relevance cutoff, `search`
+    frames    frame search over chosen videos: rank every frame, collapse shots, refine by marks
+    text      text ranking: content words, BM25, reciprocal-rank fusion (captions fused with CLIP)
+    feedback  relevance feedback: kNN graphs, label propagation, Rocchio, rank changes, 2-D maps
+"""
+
+from __future__ import annotations
+
+from core.search.frames import FrameRanking, HitGroup, collapse_hits, rank_frames, refine_frames
+from core.search.query import (
+    CUTOFF_FRACTION,
+    CUTOFF_MAX_DROP,
+    CUTOFF_MIN_SCOPE,
+    SCOPE_SAMPLE,
+    ParsedQuery,
+    build_query,
+    parse_query,
+    query_vector,
+    relevance_cutoff,
+    search,
+)
+from core.search.text import (
+    bm25_scores,
+    content_words,
+    fuse_caption_scores,
+    reciprocal_rank_fusion,
+)
+
+__all__ = [
+    "CUTOFF_FRACTION",
+    "CUTOFF_MAX_DROP",
+    "CUTOFF_MIN_SCOPE",
+    "SCOPE_SAMPLE",
+    "FrameRanking",
+    "HitGroup",
+    "ParsedQuery",
+    "bm25_scores",
+    "build_query",
+    "collapse_hits",
+    "content_words",
+    "fuse_caption_scores",
+    "parse_query",
+    "query_vector",
+    "rank_frames",
+    "reciprocal_rank_fusion",
+    "refine_frames",
+    "relevance_cutoff",
+    "search",
+]

@@ -27,8 +27,8 @@ from scipy import sparse
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from core.errors import QueryError
+from core.library.index import choose_nlist
 from core.types import Vector, Vectors
-from core.vector_index import choose_nlist
 
 Scores = NDArray[np.float32]  # (n,), one per frame of the scope
 Positions = NDArray[np.int64]  # (m,), positions in the scope's vector array

@@ -1,0 +1,213 @@
+"""The library database: one SQLite file (WAL), its connections, transactions and migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from core.errors import LibraryError
+
+SCHEMA_VERSION = 1
+# Each migration brings the schema from version i to i+1, and says why it exists.
+MIGRATIONS: list[str] = [
+    # v1: the first schema. Media rows are unique per (collection, path): an image, or a video with
+    # its sampled frames (status 'partial' while a video is being indexed, so a stopped run resumes).
+    # An embedding row per (model, image) or (model, frame); AUTOINCREMENT so a deleted embedding's id is never reused, which keeps any
+    # stale FAISS index from mapping an old id to a new vector. The generation counter moves on
+    # every embedding change so that processes notice when their in-memory index is out of step.
+    """
+    CREATE TABLE collections(
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL
+    );
+    CREATE TABLE media(
+        id INTEGER PRIMARY KEY,
+        collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('image', 'video')),
+        sha256 TEXT,
+        size INTEGER,
+        mtime REAL,
+        width INTEGER,
+        height INTEGER,
+        duration REAL,
+        fps REAL,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'partial')),
+        error TEXT,
+        note TEXT,
+        sampling TEXT,
+        thumb TEXT,
+        added REAL NOT NULL,
+        UNIQUE(collection_id, path)
+    );
+    CREATE INDEX media_sha256 ON media(sha256);
+    CREATE TABLE frames(
+        id INTEGER PRIMARY KEY,
+        media_id INTEGER NOT NULL REFERENCES media(id) ON DELETE CASCADE,
+        timestamp REAL NOT NULL,
+        thumb TEXT NOT NULL,
+        UNIQUE(media_id, timestamp)
+    );
+    CREATE TABLE embeddings(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        model_key TEXT NOT NULL,
+        media_id INTEGER NOT NULL REFERENCES media(id) ON DELETE CASCADE,
+        frame_id INTEGER REFERENCES frames(id) ON DELETE CASCADE,
+        vector BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX embeddings_of_images ON embeddings(model_key, media_id) WHERE frame_id IS NULL;
+    CREATE UNIQUE INDEX embeddings_of_frames ON embeddings(model_key, frame_id) WHERE frame_id IS NOT NULL;
+    CREATE INDEX embeddings_by_media ON embeddings(media_id);
+    CREATE TABLE chunk_descriptions(
+        video TEXT NOT NULL,
+        chunking TEXT NOT NULL,
+        chunk INTEGER NOT NULL,
+        model_key TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        start REAL NOT NULL,
+        end REAL NOT NULL,
+        text TEXT NOT NULL,
+        PRIMARY KEY(video, chunking, chunk, model_key, mode)
+    );
+    CREATE TABLE summaries(
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        title TEXT,
+        created REAL NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE captions(
+        frame_id INTEGER NOT NULL REFERENCES frames(id) ON DELETE CASCADE,
+        model_key TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        text TEXT NOT NULL,
+        PRIMARY KEY(frame_id, model_key, prompt)
+    );
+    CREATE TABLE index_generation(
+        model_key TEXT PRIMARY KEY,
+        generation INTEGER NOT NULL
+    );
+    CREATE TRIGGER embeddings_added AFTER INSERT ON embeddings BEGIN
+        INSERT INTO index_generation(model_key, generation) VALUES (NEW.model_key, 1)
+        ON CONFLICT(model_key) DO UPDATE SET generation = generation + 1;
+    END;
+    CREATE TRIGGER embeddings_removed AFTER DELETE ON embeddings BEGIN
+        UPDATE index_generation SET generation = generation + 1 WHERE model_key = OLD.model_key;
+    END;
+    """,
+]
+
+# SQLite allows 999 bound parameters per statement in older builds: ids go in groups below that.
+IN_CHUNK = 900
+
+
+def chunks(ids: Sequence[int], size: int = IN_CHUNK) -> Iterator[list[int]]:
+    """`ids` in lists of at most `size`, for `... IN (?, ?, ...)` queries."""
+    ids = list(ids)
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def marks(n: int) -> str:
+    """`?,?,?` for n bound parameters."""
+    return ",".join("?" * n)
+
+
+class Database:
+    """The SQLite file of a library: a connection per thread, serialized writes, migrations."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self.write_lock = threading.RLock()
+        self._migrate()
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (made on first use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.DatabaseError as exc:
+                raise LibraryError(f"{self.path} is not a usable library database: {exc}") from exc
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: all of it lands, or none of it (also across a kill -9)."""
+        conn = self.conn()
+        with self.write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same state of the database."""
+        conn = self.conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def rows_in(
+        self, query: str, ids: Sequence[int], *, before: Sequence = (), after: Sequence = ()
+    ) -> list[sqlite3.Row]:
+        """Rows of `query`, whose `{ids}` stands for a list of marks, run over `ids` in chunks."""
+        out: list[sqlite3.Row] = []
+        conn = self.conn()
+        for chunk in chunks(ids):
+            out += conn.execute(
+                query.format(ids=marks(len(chunk))), [*before, *chunk, *after]
+            ).fetchall()
+        return out
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise LibraryError(
+                    f"{self.path} was written by a newer Framescope (schema {version}); upgrade Framescope to open it"
+                )
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _split_sql(MIGRATIONS[step]):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration script; trigger bodies keep their inner semicolons."""
+    statements, current = [], []
+    for line in script.strip().splitlines():
+        current.append(line)
+        text = "\n".join(current).strip()
+        if text.endswith(";") and (
+            not text.upper().startswith("CREATE TRIGGER") or text.upper().endswith("END;")
+        ):
+            statements.append(text)
+            current = []
+    if "\n".join(current).strip():
+        statements.append("\n".join(current).strip())
+    return statements
