@@ -319,12 +319,15 @@ class _Profile:
 
 def _instrument(indexer) -> _Profile:
     """Wrap the pipeline's steps (module functions and instance methods) with timers."""
-    import core.indexing as ix
+    import core.indexing.images as images_step
+    import core.indexing.indexer as planning_step
 
     prof = _Profile()
-    for name in ("file_sha256", "load_image", "make_thumbnail"):
-        setattr(ix, name, prof.wrap(f"{name} (loader threads)", getattr(ix, name)))
-    ix._prefetch = prof.wrap_prefetch(ix._prefetch)
+    for module in (planning_step, images_step):  # each name is patched where it is looked up
+        for name in ("file_sha256", "load_image", "make_thumbnail"):
+            if hasattr(module, name):
+                setattr(module, name, prof.wrap(f"{name} (loader threads)", getattr(module, name)))
+        module._prefetch = prof.wrap_prefetch(module._prefetch)
     emb, lib = indexer.embedder, indexer.library
     emb.preprocess = prof.wrap("preprocess (loader threads)", emb.preprocess)
     emb.embed_tensors = prof.wrap("embed_tensors: CLIP forward (main)", emb.embed_tensors)

@@ -263,22 +263,17 @@ class Endpoint:
         return f"{self.env}_{suffix}"
 
 
-def _vlm_endpoint() -> Endpoint:
-    return Endpoint(
-        "FRAMESCOPE_VLM",
-        "FRAMESCOPE_VLM_ENDPOINT_MODEL",
-        timeout=_BY_FIELD["vlm_endpoint.timeout"].default,
-        retries=_BY_FIELD["vlm_endpoint.retries"].default,
-    )
+def _endpoint(env: str, model_env: str) -> Callable[[], Endpoint]:
+    """The default Endpoint of a role, its timeout and retries from the role's own declarations."""
 
+    def make() -> Endpoint:
+        role = "vlm" if env.endswith("VLM") else "llm"
+        timeout = _BY_FIELD[f"{role}_endpoint.timeout"].default
+        return Endpoint(
+            env, model_env, timeout=timeout, retries=_BY_FIELD[f"{role}_endpoint.retries"].default
+        )
 
-def _llm_endpoint() -> Endpoint:
-    return Endpoint(
-        "FRAMESCOPE_LLM",
-        "FRAMESCOPE_LLM_MODEL_NAME",
-        timeout=_BY_FIELD["llm_endpoint.timeout"].default,
-        retries=_BY_FIELD["llm_endpoint.retries"].default,
-    )
+    return make
 
 
 def default_home() -> Path:
@@ -310,8 +305,12 @@ class Settings:
     dedup_threshold: float = _default("dedup_threshold")
     video: VideoLimits = field(default_factory=VideoLimits)
     fetch: FetchSettings = field(default_factory=FetchSettings)
-    vlm_endpoint: Endpoint = field(default_factory=_vlm_endpoint)
-    llm_endpoint: Endpoint = field(default_factory=_llm_endpoint)
+    vlm_endpoint: Endpoint = field(
+        default_factory=_endpoint("FRAMESCOPE_VLM", "FRAMESCOPE_VLM_ENDPOINT_MODEL")
+    )
+    llm_endpoint: Endpoint = field(
+        default_factory=_endpoint("FRAMESCOPE_LLM", "FRAMESCOPE_LLM_MODEL_NAME")
+    )
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

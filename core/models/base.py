@@ -4,15 +4,13 @@ protocols the pipelines are written against."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from core.errors import ModelUnavailable
-
-if TYPE_CHECKING:
-    from core.models.vlm import Turn, VlmFrame
+from core.models.chat import VisionLanguageModel
 
 T = TypeVar("T")
 
@@ -117,6 +115,14 @@ class ModelInfo:
         return self.weights != TINY
 
 
+class Model:
+    """What every loaded model says of itself. `key` names its weights: captions, embeddings and
+    indexes made with one key are never mixed with another's."""
+
+    def __init__(self, *, key: str, name: str, device: str, real_weights: bool) -> None:
+        self.key, self.name, self.device, self.real_weights = key, name, device, real_weights
+
+
 # -- the interfaces the pipelines use --------------------------------------------------------------
 
 
@@ -133,23 +139,17 @@ class TextModel(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
-class VisionLanguageModel(Protocol):
-    """A model that answers questions about frames (local transformers or an endpoint)."""
-
-    name: str
-    key: str
-    real_weights: bool
-
-    def answer(
-        self,
-        frames: Sequence[VlmFrame],
-        question: str,
-        history: Sequence[Turn] = (),
-        *,
-        max_new_tokens: int = 128,
-        system: str | None = None,
-    ) -> str: ...
-
-    def describe(
-        self, frames: Sequence[VlmFrame], *, max_new_tokens: int = 128, system: str | None = None
-    ) -> str: ...
+__all__ = [
+    "ENDPOINT",
+    "REAL",
+    "TINY",
+    "Model",
+    "ModelInfo",
+    "TextModel",
+    "VisionLanguageModel",
+    "WeightsSource",
+    "load_or_explain",
+    "resolve_device",
+    "ways_out",
+    "weights_source",
+]

@@ -10,23 +10,20 @@ import torch
 from PIL import Image
 
 from core.config import Settings
-from core.models.base import load_or_explain, resolve_device, ways_out, weights_source
+from core.models.base import Model, load_or_explain, resolve_device, ways_out, weights_source
 
 log = logging.getLogger(__name__)
 
 
-class Captioner:
+class Captioner(Model):
     """A BLIP captioning model and its processor. `key` names the weights, for the caption cache."""
 
     def __init__(
         self, model, processor, *, key: str, name: str, device: str, real_weights: bool
     ) -> None:
+        super().__init__(key=key, name=name, device=device, real_weights=real_weights)
         self.model = model.eval()
         self.processor = processor
-        self.key = key
-        self.name = name
-        self.device = device
-        self.real_weights = real_weights
         self._lock = threading.Lock()  # generate() and the tokenizer are shared by all sessions
 
     def caption(

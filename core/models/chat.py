@@ -90,14 +90,17 @@ def _fit(image: Image.Image, side: int) -> Image.Image:
     return image
 
 
-class VlmBase(ABC):
-    """Answers questions about frames. `key` names the weights (or endpoint and model)."""
+class VisionLanguageModel(ABC):
+    """Answers questions about frames: the interface `qa`, `summarize` and the pages use.
+
+    `key` names the weights (or endpoint and model). Backends implement `_answer`, which gets a
+    checked question and a bounded token count.
+    """
 
     name: str
     key: str
     real_weights: bool
 
-    @abstractmethod
     def answer(
         self,
         frames: Sequence[VlmFrame],
@@ -113,6 +116,19 @@ class VlmBase(ABC):
             QueryError: the question is empty.
             ModelUnavailable: the model or endpoint cannot answer (message says why).
         """
+        return self._answer(
+            frames, _question(question), history, bound_tokens(max_new_tokens), system
+        )
+
+    @abstractmethod
+    def _answer(
+        self,
+        frames: Sequence[VlmFrame],
+        question: str,
+        history: Sequence[Turn],
+        max_new_tokens: int,
+        system: str | None,
+    ) -> str: ...
 
     def describe(
         self, frames: Sequence[VlmFrame], *, max_new_tokens: int = 128, system: str | None = None

@@ -19,6 +19,7 @@ from core.models.base import (
     HUB,
     LOCAL_FILE,
     TAG,
+    Model,
     load_or_explain,
     resolve_device,
     ways_out,
@@ -29,7 +30,7 @@ from core.types import Vectors
 log = logging.getLogger(__name__)
 
 
-class ClipEmbedder:
+class ClipEmbedder(Model):
     """An open_clip model with its preprocessing and tokenizer.
 
     `key` names the weights (architecture and pretrained tag or file hash): embeddings and indexes
@@ -50,14 +51,11 @@ class ClipEmbedder:
         dim: int,
         text_cache_size: int = 4096,
     ) -> None:
+        super().__init__(key=key, name=name, device=device, real_weights=real_weights)
         self.model = model.eval()
         self._preprocess = preprocess
         self.tokenizer = tokenizer
-        self.key = key
-        self.name = name
         self.pretrained = pretrained
-        self.device = device
-        self.real_weights = real_weights
         self.dim = dim
         self.context_length = int(getattr(tokenizer, "context_length", 77))
         self._lock = threading.Lock()  # one forward at a time: bounded memory, safe across sessions

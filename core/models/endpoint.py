@@ -25,9 +25,8 @@ from core.models.chat import (
     FRAME_SIDE,
     HISTORY_TURNS,
     Turn,
-    VlmBase,
+    VisionLanguageModel,
     VlmFrame,
-    _question,
     bound_tokens,
     clean_text,
     frame_label,
@@ -246,7 +245,7 @@ class ChatEndpoint:
         return clean_text(content)
 
 
-class EndpointVlm(VlmBase):
+class EndpointVlm(VisionLanguageModel):
     """A vision-language model behind an OpenAI-compatible endpoint; frames go as base64 JPEG."""
 
     real_weights = True
@@ -310,16 +309,10 @@ class EndpointVlm(VlmBase):
     def __repr__(self) -> str:
         return repr(self.client).replace("ChatEndpoint", "EndpointVlm", 1)
 
-    def request_body(
-        self,
-        frames: Sequence[VlmFrame],
-        question: str,
-        history: Sequence[Turn] = (),
-        *,
-        max_new_tokens: int = 128,
-        system: str | None = None,
-    ) -> dict:
-        """The chat-completions request: system, earlier turns, then labelled frames, question."""
+    def messages(
+        self, frames: Sequence[VlmFrame], question: str, history: Sequence[Turn], system: str | None
+    ) -> list[dict]:
+        """The chat messages: system, earlier turns, then the labelled frames and the question."""
         messages: list[dict] = []
         if system and system.strip():
             messages.append({"role": "system", "content": system.strip()})
@@ -336,27 +329,12 @@ class EndpointVlm(VlmBase):
                     "image_url": {"url": jpeg_data_url(frame.image, self.image_side)},
                 }
             )
-        content.append({"type": "text", "text": _question(question)})
+        content.append({"type": "text", "text": question})
         messages.append({"role": "user", "content": content})
-        return {
-            "model": self.client.model or "",
-            "messages": messages,
-            "max_tokens": bound_tokens(max_new_tokens),
-        }
+        return messages
 
-    def answer(
-        self,
-        frames: Sequence[VlmFrame],
-        question: str,
-        history: Sequence[Turn] = (),
-        *,
-        max_new_tokens: int = 128,
-        system: str | None = None,
-    ) -> str:
-        body = self.request_body(
-            frames, question, history, max_new_tokens=max_new_tokens, system=system
-        )
-        return self.client.chat(body["messages"], body["max_tokens"])
+    def _answer(self, frames, question, history, max_new_tokens, system) -> str:
+        return self.client.chat(self.messages(frames, question, history, system), max_new_tokens)
 
 
 class EndpointLlm:

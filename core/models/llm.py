@@ -9,23 +9,27 @@ from dataclasses import replace
 import torch
 
 from core.config import Settings
-from core.models.base import TextModel, load_or_explain, resolve_device, ways_out, weights_source
+from core.models.base import (
+    Model,
+    TextModel,
+    load_or_explain,
+    resolve_device,
+    ways_out,
+    weights_source,
+)
 
 log = logging.getLogger(__name__)
 
 
-class LocalLlm:
+class LocalLlm(Model):
     """A causal LM with a chat template, run with transformers; thread-safe."""
 
     def __init__(
         self, model, tokenizer, *, name: str, key: str, device: str, real_weights: bool
     ) -> None:
+        super().__init__(key=key, name=name, device=device, real_weights=real_weights)
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.name = name
-        self.key = key
-        self.device = device
-        self.real_weights = real_weights
         self.context_tokens = int(getattr(model.config, "max_position_embeddings", 4096))
         self._lock = threading.Lock()
 

@@ -28,7 +28,7 @@ from PIL import Image
 from core.config import Settings
 from core.errors import ModelUnavailable
 from core.models.base import (
-    VisionLanguageModel,
+    Model,
     load_or_explain,
     resolve_device,
     ways_out,
@@ -40,7 +40,7 @@ from core.models.chat import (
     HISTORY_TURNS,
     MAX_NEW_TOKENS,
     Turn,
-    VlmBase,
+    VisionLanguageModel,
     VlmFrame,
     _fit,
     _question,
@@ -85,7 +85,7 @@ def _frames_digest(images: Sequence[Image.Image]) -> str:
     return digest.hexdigest()
 
 
-class LocalVlm(VlmBase):
+class LocalVlm(Model, VisionLanguageModel):
     """A transformers image-text-to-text model and its processor.
 
     `feature_cache` sets how many frame sets keep their vision features (0 turns the cache off).
@@ -107,12 +107,9 @@ class LocalVlm(VlmBase):
         frame_side: int = FRAME_SIDE,
         feature_cache: int = 4,
     ) -> None:
+        super().__init__(key=key, name=name, device=device, real_weights=real_weights)
         self.model = model.eval()
         self.processor = processor
-        self.key = key
-        self.name = name
-        self.device = device
-        self.real_weights = real_weights
         self.history_turns = history_turns
         self.frame_side = frame_side
         self.feature_cache = feature_cache
@@ -311,16 +308,8 @@ class LocalVlm(VlmBase):
 
     # the interface ------------------------------------------------------------------------------
 
-    def answer(
-        self,
-        frames: Sequence[VlmFrame],
-        question: str,
-        history: Sequence[Turn] = (),
-        *,
-        max_new_tokens: int = 128,
-        system: str | None = None,
-    ) -> str:
-        prompt = self.render(self.messages(frames, _question(question), history, system))
+    def _answer(self, frames, question, history, max_new_tokens, system) -> str:
+        prompt = self.render(self.messages(frames, question, history, system))
         images = self._images(frames)
         with self._lock:
             if images and self._encoder is not None and self.feature_cache > 0:
