@@ -20,6 +20,8 @@ from core.format import format_timestamp
 from core.indexing import Indexer, upload_name
 from core.jobs import Job, job_or_new
 from core.library import Library
+from core.media import VIDEO_EXTENSIONS
+from core.media.probe import _describe_contents, _sniff_container
 from core.models.captioner import Captioner
 from core.models.clip import ClipEmbedder
 from core.search.text import content_words
@@ -124,6 +126,32 @@ def representative_caption(
     return unique[int(np.argmax(scores))]
 
 
+def check_video_file(path: Path, name: str | None = None) -> None:
+    """MediaError, naming the file and what it is, when `path` is not named as a video (an image,
+    a document): such a file is refused before anything is indexed. Named as a video, its
+    contents are checked by the indexer (which records a bad one as failed)."""
+    path = Path(path)
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return
+    label = name or path.name
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise MediaError(label, f"cannot read the file ({exc.strerror or exc})") from exc
+    videos = ", ".join(sorted(VIDEO_EXTENSIONS))
+    try:
+        container, _ = _sniff_container(label, head)
+    except MediaError:
+        what = _describe_contents(head) if head else "an empty file"
+        it_is = f"it is {what}" if what.startswith(("a ", "an ")) else f"its contents are {what}"
+        raise MediaError(label, f"not a video ({it_is})") from None
+    raise MediaError(
+        label,
+        f"its contents are a video ({container}) but its name does not end in {videos}: rename it",
+    )
+
+
 def caption_video(
     library: Library,
     indexer: Indexer,
@@ -142,10 +170,14 @@ def caption_video(
     model and prompt, and aggregate. Captions are written batch by batch: a stopped run resumes.
 
     `job` gets the progress of sampling, then of captioning, and may stop either (MediaError; what
-    was written is kept). Raises MediaError when the video cannot be used (the reason names the file).
+    was written is kept). Raises MediaError when the video cannot be used (the reason names the file;
+    a file not named as a video, such as a photo, is refused before anything is written), and
+    QueryError, before any work, when the prompt is too long for the captioner.
     """
     job = job_or_new(job)
     path = Path(path)
+    captioner.check_prompt(prompt, max_new_tokens=max_new_tokens)
+    check_video_file(path, name)
     names = {str(path): name} if name else None
     report = indexer.index(
         [path],
@@ -234,9 +266,18 @@ def _cues(result: VideoCaptions) -> list[tuple[float, float, str]]:
     return [(s.start, s.end if s.end > s.start else s.start + 0.5, s.text) for s in result.segments]
 
 
+def _cue_text(text: str) -> str:
+    """A cue's text made inert (see inert_text): no control characters, and no blank line, which
+    would end the cue early (so that the next lines could pose as a cue of their own)."""
+    from core.export import inert_text
+
+    lines = (line.strip() for line in inert_text(text, keep="\n").split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
 def to_srt(result: VideoCaptions) -> str:
     blocks = [
-        f"{i}\n{_clock(a, ',')} --> {_clock(b, ',')}\n{text}\n"
+        f"{i}\n{_clock(a, ',')} --> {_clock(b, ',')}\n{_cue_text(text)}\n"
         for i, (a, b, text) in enumerate(_cues(result), 1)
     ]
     return "\n".join(blocks)
@@ -244,7 +285,7 @@ def to_srt(result: VideoCaptions) -> str:
 
 def to_vtt(result: VideoCaptions) -> str:
     blocks = [
-        f"{_clock(a, '.')} --> {_clock(b, '.')}\n{text.replace('-->', '->')}\n"
+        f"{_clock(a, '.')} --> {_clock(b, '.')}\n{_cue_text(text).replace('-->', '->')}\n"
         for a, b, text in _cues(result)
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)
@@ -254,7 +295,10 @@ def export_captions(result: VideoCaptions, out_dir: Path) -> Path:
     """Write a results folder: frame_01.jpg + frame_01.txt per frame, captions.json, .srt, .vtt.
 
     Raises LibraryError naming the folder when it cannot be written; the library is untouched.
+    Captions, names and paths are written inert (see core.export.inert_text).
     """
+    from core.export import inert_data, inert_text
+
     out_dir = Path(out_dir)
     width = max(2, len(str(len(result.frames))))
     try:
@@ -263,9 +307,9 @@ def export_captions(result: VideoCaptions, out_dir: Path) -> Path:
             stem = f"frame_{i:0{width}d}"
             Image.open(frame.image).convert("RGB").save(out_dir / f"{stem}.jpg", quality=92)
             (out_dir / f"{stem}.txt").write_text(
-                f"{format_timestamp(frame.timestamp)} {frame.text}\n"
+                f"{format_timestamp(frame.timestamp)} {inert_text(frame.text)}\n"
             )
-        (out_dir / "captions.json").write_text(json.dumps(result.to_dict(), indent=2))
+        (out_dir / "captions.json").write_text(json.dumps(inert_data(result.to_dict()), indent=2))
         (out_dir / "captions.srt").write_text(to_srt(result))
         (out_dir / "captions.vtt").write_text(to_vtt(result))
     except OSError as exc:

@@ -129,6 +129,12 @@ SETTINGS: tuple[Setting, ...] = (
             "`local` (one user on 127.0.0.1) or `shared` (behind an authenticating proxy)"),
     Setting("FRAMESCOPE_ROOTS", "roots", NONE_SHOWN, folders,
             "folders that may be indexed in shared mode, separated by `:`"),
+    Setting("FRAMESCOPE_USER_HEADER", "user_header", "X-Forwarded-User", text,
+            "shared mode: the request header in which the authenticating proxy names the user (no header, no access)"),
+    Setting("FRAMESCOPE_USER_UPLOAD_MB", "user_upload_bytes", "2048", whole(scale=MB),
+            "shared mode: how much each user may upload in all, in MB"),
+    Setting("FRAMESCOPE_USER_JOBS", "user_jobs", "1", whole(),
+            "shared mode: long jobs (indexing, captions, summaries) one user may run at once"),
     Setting("FRAMESCOPE_CLIP_MODEL", "clip_model", "ViT-B-32", text, "open_clip architecture name",
             "models"),
     Setting("FRAMESCOPE_CLIP_PRETRAINED", "clip_pretrained", "laion2b_s34b_b79k", text,
@@ -290,6 +296,9 @@ class Settings:
     device: str = _default("device")
     mode: str = _default("mode")
     roots: tuple[Path, ...] = ()
+    user_header: str = _default("user_header")
+    user_upload_bytes: int = _default("user_upload_bytes")
+    user_jobs: int = _default("user_jobs")
     clip_model: str = _default("clip_model")
     clip_pretrained: str = _default("clip_pretrained")
     caption_model: str = _default("caption_model")

@@ -1,15 +1,62 @@
-"""Exports: hits, relevance labels and classification probabilities as CSV and JSON."""
+"""Exports: hits, relevance labels and classification probabilities as CSV and JSON, and the
+helpers every export uses on text it did not write itself (model output, titles, file names):
+`inert_text` / `inert_data` (no control characters or bidi overrides) and `csv_cell` (no formulas).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from core.errors import QueryError
-from core.library import Library
-from core.types import Hit, SearchResult
-from core.zeroshot import Classification
+
+if TYPE_CHECKING:
+    from core.library import Library
+    from core.types import Hit, SearchResult
+    from core.zeroshot import Classification
+
+# C0 controls, DEL and C1 controls, and the Unicode bidi embeddings, overrides and isolates
+# (U+202A-U+202E, U+2066-U+2069), which can make a file show text in another order than it has.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def inert_text(text: Any, *, keep: str = "\n\t") -> str:
+    """Text safe to write into an exported file or print to a terminal: control characters (other
+    than those in `keep`, newline and tab by default) and bidi overrides are removed; a carriage
+    return becomes a newline when newlines are kept, else a space, as do newlines themselves.
+    """
+    text = "" if text is None else str(text)
+    line_break = "\n" if "\n" in keep else " "
+    text = text.replace("\r\n", line_break).replace("\r", line_break)
+    if "\n" not in keep:
+        text = text.replace("\n", " ")
+    if "\t" not in keep:
+        text = text.replace("\t", " ")
+    return _CONTROLS.sub(lambda m: m.group() if m.group() in keep else "", text)
+
+
+def inert_data(value: Any) -> Any:
+    """JSON-like data (dicts, lists, tuples, strings, numbers) with every string made inert_text."""
+    if isinstance(value, str):
+        return inert_text(value)
+    if isinstance(value, dict):
+        return {inert_data(k): inert_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [inert_data(v) for v in value]
+    return value
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell: text made inert (inert_text), then quoted with ' when a spreadsheet would run it
+    as a formula (it starts with = + - @ or a tab or line break); numbers and None are kept."""
+    if not isinstance(value, str):
+        return value
+    value = inert_text(value)
+    return "'" + value if value[:1] in _FORMULA_START else value
 
 
 def label_rows(library: Library, marks: dict[int, int]) -> list[dict]:
@@ -32,21 +79,13 @@ def label_rows(library: Library, marks: dict[int, int]) -> list[dict]:
 
 
 def rows_to_csv(rows: Sequence[dict], fields: Sequence[str] | None = None) -> str:
-    """Rows as CSV; cells a spreadsheet would run as formulas are quoted."""
-    import csv
-    import io
-
+    """Rows as CSV; cells a spreadsheet would run as formulas are quoted (see csv_cell)."""
     out = io.StringIO()
     fields = list(fields or (rows[0] if rows else []))
     writer = csv.DictWriter(out, fieldnames=fields)
     writer.writeheader()
     for row in rows:
-        writer.writerow(
-            {
-                k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@\t\r" else v)
-                for k, v in row.items()
-            }
-        )
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})
     return out.getvalue()
 
 
@@ -96,7 +135,8 @@ def hits_to_json(result: SearchResult, *, include_hidden: bool = True) -> str:
 
     hits = result.hits if include_hidden else result.shown
     return json.dumps(
-        {"query": result.query, "cutoff": result.cutoff, "hits": hits_to_rows(hits)}, indent=2
+        inert_data({"query": result.query, "cutoff": result.cutoff, "hits": hits_to_rows(hits)}),
+        indent=2,
     )
 
 
@@ -104,7 +144,7 @@ def classification_to_csv(paths: Sequence[str], classification: Classification) 
     """CSV text: path, top_label, then p(<label>) for every label (probabilities, 6 decimals).
 
     Multi-label results add `present` (the labels found, ';'-separated, best first) and
-    score(<label>) columns.
+    score(<label>) columns. Cells are protected like every CSV here (see csv_cell).
     """
     c = classification
     if len(paths) != len(c):
@@ -114,10 +154,10 @@ def classification_to_csv(paths: Sequence[str], classification: Classification) 
     header = ["path", "top_label", *(f"p({label})" for label in c.labels)]
     if c.multi_label:
         header += ["present", *(f"score({label})" for label in c.labels)]
-    writer.writerow(header)
+    writer.writerow([csv_cell(cell) for cell in header])
     for row, path in enumerate(paths):
         values = [str(path), c.labels[int(c.top[row])], *(f"{p:.6f}" for p in c.probs[row])]
         if c.multi_label and c.scores is not None:
             values += ["; ".join(c.present_labels(row)), *(f"{s:.6f}" for s in c.scores[row])]
-        writer.writerow(values)
+        writer.writerow([csv_cell(cell) for cell in values])
     return out.getvalue()

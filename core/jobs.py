@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+from core.errors import AccessDenied
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,39 @@ class Job:
 def job_or_new(job: Job | None) -> Job:
     """The caller's job, or a silent one that is never stopped."""
     return job if job is not None else Job()
+
+
+class JobSlots:
+    """At most `limit` long jobs at a time for each user of a shared deployment (one process
+    serves every session, so one registry counts them all)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+
+    def running(self, user: str) -> int:
+        with self._lock:
+            return self._running.get(user, 0)
+
+    @contextmanager
+    def hold(self, user: str | None, limit: int) -> Iterator[None]:
+        """A slot for one job of `user` while the block runs; AccessDenied when all are taken.
+        `user` None (local mode) is never limited."""
+        if user is None:
+            yield
+            return
+        with self._lock:
+            if self._running.get(user, 0) >= limit:
+                raise AccessDenied(
+                    f"you already have {limit} long job(s) running (FRAMESCOPE_USER_JOBS); "
+                    "wait for it to finish or stop it, then try again"
+                )
+            self._running[user] = self._running.get(user, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running[user] -= 1
+
+
+SLOTS = JobSlots()

@@ -15,6 +15,7 @@ import io
 import itertools
 import json
 import math
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import MediaError, QueryError
+from core.export import csv_cell, inert_data, inert_text
 from core.format import format_timestamp
 from core.jobs import Job, job_or_new
 from core.library import Library
@@ -92,6 +94,7 @@ class Summary:
     vlm: str
     llm: str
     seconds: dict[str, float] = field(default_factory=dict)  # compute time by stage
+    note: str | None = None  # e.g. the video is truncated: only its first part was summarized
 
     @property
     def detailed(self) -> list[tuple[str, Chapter]]:
@@ -99,16 +102,22 @@ class Summary:
         return [(c.summary, c) for c in self.chapters]
 
     def to_dict(self) -> dict:
+        """Plain data for JSON; model text, title and source made inert (see inert_text)."""
         data = asdict(self)
         data["detailed"] = [
             {"text": text, "start": c.start, "end": c.end} for text, c in self.detailed
         ]
-        return data
+        return inert_data(data)
 
 
 def data_block(label: str, text: str, limit: int = 2000) -> str:
-    """Untrusted text, fenced: the models are told never to follow instructions inside it."""
-    cleaned = (text or "").replace("<data>", "").replace("</data>", "").strip()[:limit]
+    """Untrusted text, fenced: the models are told never to follow instructions inside it.
+
+    The text's angle brackets are escaped (&lt; &gt;), so nothing in it can open or close the
+    fence, however the tag is written; nothing the text said is removed.
+    """
+    cleaned = (text or "").strip().replace("<", "&lt;").replace(">", "&gt;")
+    cleaned = re.sub(r"&[lg]?t?$", "", cleaned[:limit])  # no &lt; or &gt; cut in half at the end
     return f"{label}:\n<data>\n{cleaned}\n</data>"
 
 
@@ -141,11 +150,14 @@ def make_chunks(
     scenes: bool = False,
     cues: Sequence[tuple[float, float, str]] = (),
     job: Job | None = None,
+    notes: list[str] | None = None,
 ) -> Iterator[Chunk]:
     """Chunks of a video, each with up to `frames_per_chunk` frames (spread over it) and its
     transcript: fixed `chunk_seconds` long, or (scenes) one per shot, long shots split.
 
-    Frames stream from the sampler; only one chunk's frames are held at a time.
+    Frames stream from the sampler; only one chunk's frames are held at a time. When decoding
+    stopped before the end (a truncated or corrupt file), the sampler's reason is appended to
+    `notes` once the chunks are all yielded.
     """
     job = job_or_new(job)
     if chunk_seconds <= 0 or frames_per_chunk < 1:
@@ -182,6 +194,8 @@ def make_chunks(
         frames.append(VlmFrame(frame.image, frame.timestamp))
     if frames:
         yield replace(chunk(current, frames), index=number)
+    if sampler.truncated and notes is not None:
+        notes.append(sampler.truncated)
 
 
 def describe_chunk(vlm, chunk: Chunk, *, title: str, context: str = "") -> str:
@@ -278,6 +292,7 @@ def summarize_video(
     total = max(1, math.ceil(info.duration / chunk_seconds))
     seconds = {"describe": 0.0, "reconcile": 0.0}
     descriptions: list[ChunkDescription] = []
+    truncated: list[str] = []
     running = ""
     started = time.monotonic()
     for chunk in make_chunks(
@@ -287,6 +302,7 @@ def summarize_video(
         scenes=scenes,
         cues=cues,
         job=job,
+        notes=truncated,
     ):
         if stop():
             break
@@ -373,22 +389,42 @@ def summarize_video(
         vlm=vlm.name,
         llm=llm.name,
         seconds=seconds,
+        note=(
+            f"only the part up to {format_timestamp(descriptions[-1].end)} was summarized; "
+            f"{truncated[0]}"
+            if truncated
+            else None
+        ),
     )
     library.annotations.add_summary(result.source, result.title, json.dumps(result.to_dict()))
     return result
 
 
-def to_markdown(summary: Summary) -> str:
-    """The summary as Markdown; model text is escaped so it stays text (no links, images, HTML)."""
+def _defang(text: str) -> str:
+    """URL-looking text broken so no Markdown viewer makes a link of it: https://x becomes
+    https[:]//x, www.x becomes www[.]x and a@b.example a[@]b.example."""
+    text = text.replace("://", "[:]//")
+    text = re.sub(r"(?i)\b(www)\.", r"\1[.]", text)
+    return re.sub(r"(?<=[\w.+-])@(?=[\w-]+\.)", "[@]", text)
 
-    def inert(text: str) -> str:
-        return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~" else ch for ch in text)
+
+def to_markdown(summary: Summary) -> str:
+    """The summary as Markdown; model text is escaped so it stays text (no links, images, HTML,
+    no URLs a viewer would turn into links, no control characters)."""
+
+    def inert(text: str, keep: str = "\n\t") -> str:
+        text = _defang(inert_text(text, keep=keep))
+        return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~&" else ch for ch in text)
 
     lines = [
-        f"# {inert(summary.title)}",
+        f"# {inert(summary.title, keep='')}",
         "",
-        f"Source: {inert(summary.source)}",
+        f"Source: {inert(summary.source, keep='')}",
         "",
+    ]
+    if summary.note:
+        lines += [f"Note: {inert(summary.note, keep='')}", ""]
+    lines += [
         "## Summary",
         "",
         inert(summary.short),
@@ -397,7 +433,7 @@ def to_markdown(summary: Summary) -> str:
         "",
     ]
     for c in summary.chapters:
-        lines += [f"### {c.citation} {inert(c.title)}", "", inert(c.summary), ""]
+        lines += [f"### {c.citation} {inert(c.title, keep='')}", "", inert(c.summary), ""]
     lines += ["## Chunk descriptions", ""]
     lines += [
         f"- {format_timestamp(d.start)}-{format_timestamp(d.end)}: {inert(d.text)}"
@@ -411,6 +447,5 @@ def descriptions_csv(summary: Summary) -> str:
     writer = csv.writer(out)
     writer.writerow(["chunk", "start", "end", "description"])
     for d in summary.descriptions:
-        text = "'" + d.text if d.text[:1] in "=+-@\t\r" else d.text
-        writer.writerow([d.index, f"{d.start:.2f}", f"{d.end:.2f}", text])
+        writer.writerow([d.index, f"{d.start:.2f}", f"{d.end:.2f}", csv_cell(d.text)])
     return out.getvalue()

@@ -8,22 +8,16 @@ from core.errors import FramescopeError
 from core.export import hits_to_csv, hits_to_json
 from core.media import load_image
 from core.search import search
-from ui.components import ProgressBar, hit_grid, index_report, page_header, plain, show_error
-from ui.resources import get_embedder, get_indexer, get_library, get_settings
+from ui.components import ProgressBar, hit_grid, index_report, plain, show_error
+from ui.page import load_or_stop, start_page
+from ui.resources import get_embedder, get_indexer
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 
-st.set_page_config(
-    page_title="Image search · Framescope", page_icon=":material/image_search:", layout="wide"
-)
-settings = get_settings()
-page_header("Image search", settings)
-library = get_library()
-try:
-    embedder = get_embedder()
-except FramescopeError as exc:
-    show_error(exc)
-    st.stop()
+page = start_page("Image search")
+settings = page.settings
+library = page.library
+embedder = load_or_stop(get_embedder)
 
 collection_names = [c.name for c in library.catalog.collections() if c.images]
 tab_search, tab_add = st.tabs(["Search", "Add images"])

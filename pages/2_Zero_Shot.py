@@ -6,8 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import FramescopeError
@@ -29,22 +27,25 @@ from core.zeroshot import (
     where_map,
     where_map_cost,
 )
-from ui.components import page_header, plain, show_error
-from ui.resources import get_embedder, get_indexer, get_library, get_settings
+from ui.components import (
+    confusion_figure,
+    label_bars,
+    labels_over_time,
+    plain,
+    show_error,
+    zeroshot_heatmap,
+)
+from ui.page import load_or_stop, start_page
+from ui.resources import get_embedder, get_indexer
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
 SOURCES = ["Upload images", "Images in the library", "Video frames", "A folder (batch)"]
 
-st.set_page_config(page_title="Zero-shot · Framescope", page_icon=":material/label:", layout="wide")
-settings = get_settings()
-page_header("Zero-shot classification", settings)
-library = get_library()
-try:
-    embedder = get_embedder()
-except FramescopeError as exc:
-    show_error(exc)
-    st.stop()
+page = start_page("Zero-shot classification")
+settings = page.settings
+library = page.library
+embedder = load_or_stop(get_embedder)
 
 sources = SOURCES if settings.mode == "local" else SOURCES[:3]
 source = st.radio("Images from", sources, horizontal=True)
@@ -194,22 +195,7 @@ if state and "result" in state:
     values = result.scores if result.multi_label else result.probs
     what = "score (label on its own)" if result.multi_label else "probability"
     st.subheader("Image × label heatmap")
-    heat = go.Figure(
-        go.Heatmap(
-            z=result.cosine,
-            x=list(result.labels),
-            y=[f"{i + 1}. {n}" for i, n in enumerate(names)],
-            texttemplate="%{z:.3f}",
-            colorscale="Viridis",
-            colorbar={"title": "cosine"},
-        )
-    )
-    heat.update_layout(
-        height=120 + 40 * len(names),
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        yaxis={"autorange": "reversed"},
-    )
-    st.plotly_chart(heat, key="zs-heat")
+    st.plotly_chart(zeroshot_heatmap(result.cosine, result.labels, names), key="zs-heat")
     st.download_button(
         "Export CSV",
         classification_to_csv(names, result),
@@ -222,17 +208,7 @@ if state and "result" in state:
     pick = st.selectbox("Image", range(len(names)), format_func=lambda i: f"{i + 1}. {names[i]}")
     left, right = st.columns(2)
     order = np.argsort(-values[pick])
-    bars = px.bar(
-        x=values[pick][order],
-        y=[result.labels[j] for j in order],
-        orientation="h",
-        labels={"x": what, "y": ""},
-    )
-    bars.update_layout(
-        height=80 + 28 * len(result.labels),
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        yaxis={"autorange": "reversed"},
-    )
+    bars = label_bars(values[pick][order], [result.labels[j] for j in order], what)
     right.plotly_chart(bars, key="zs-bars")
     right.dataframe(
         pd.DataFrame(
@@ -273,17 +249,7 @@ if state and "video" in state:
     frames = state["video"]
     c = frames.classification
     values = c.scores if c.multi_label else c.probs
-    data = pd.DataFrame(values, columns=list(c.labels))
-    data["seconds"] = frames.timestamps
-    chart = px.line(
-        data.melt(id_vars="seconds", var_name="label", value_name="probability"),
-        x="seconds",
-        y="probability",
-        color="label",
-    )
-    chart.update_layout(
-        height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10}, title="Each label over time"
-    )
+    chart = labels_over_time(frames.timestamps, values, c.labels)
     st.plotly_chart(chart, key="zs-video")
     if frames.truncated:
         st.warning(plain(frames.truncated))
@@ -317,13 +283,7 @@ if state and "folder" in state:
             pd.DataFrame([{"label": k, "recall": v} for k, v in evaluation.recall.items()]),
             hide_index=True,
         )
-        confusion = px.imshow(
-            evaluation.confusion,
-            x=list(evaluation.labels),
-            y=list(evaluation.labels),
-            text_auto=True,
-            labels={"x": "predicted", "y": "true"},
-        )
+        confusion = confusion_figure(evaluation.confusion, evaluation.labels)
         st.plotly_chart(confusion, key="zs-confusion")
     else:
         st.info("No sub-folder is named like a label, so there is no accuracy to show.")

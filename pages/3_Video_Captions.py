@@ -18,24 +18,20 @@ from core.errors import FramescopeError
 from core.format import format_timestamp
 from core.indexing import upload_name
 from core.types import Sampling
-from ui.components import ProgressBar, page_header, plain, show_error
+from ui.components import ProgressBar, plain, show_error
+from ui.page import start_page
 from ui.resources import (
     get_captioner,
     get_embedder,
     get_indexer,
-    get_library,
     get_llm,
-    get_settings,
 )
 
 VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
 
-st.set_page_config(
-    page_title="Video captions · Framescope", page_icon=":material/subtitles:", layout="wide"
-)
-settings = get_settings()
-page_header("Video captions", settings)
-library = get_library()
+page = start_page("Video captions")
+settings = page.settings
+library = page.library
 try:
     get_embedder()
     captioner = get_captioner()
@@ -93,6 +89,7 @@ if st.button(
 ):
     sampling = Sampling(every=every, max_frames=int(max_frames), scenes=scenes, dedup=1.0)
     try:
+        captioner.check_prompt(prompt)  # too long for the model: said before any work
         indexer = get_indexer()
         if upload is not None:
             path, name, collection = (

@@ -10,16 +10,16 @@ from core.errors import FramescopeError
 from core.format import format_timestamp
 from core.media import probe_video, transcode_for_browser
 from core.qa import FRAMES, QUESTION, UNIFORM, ask, images_as_frames
-from ui.components import page_header, plain, show_error
-from ui.resources import get_embedder, get_indexer, get_library, get_settings, get_vlm
+from ui.components import plain, show_error
+from ui.page import start_page
+from ui.resources import get_embedder, get_indexer, get_vlm
 
 VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 
-st.set_page_config(page_title="Video QA · Framescope", page_icon=":material/forum:", layout="wide")
-settings = get_settings()
-page_header("Ask about a video", settings)
-library = get_library()
+page = start_page("Ask about a video")
+settings = page.settings
+library = page.library
 try:
     embedder = get_embedder()
     vlm = get_vlm()

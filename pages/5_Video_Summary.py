@@ -12,17 +12,15 @@ from core.errors import FramescopeError
 from core.format import format_timestamp
 from core.media import probe_video, transcode_for_browser
 from core.summarize import CONTEXT, INDEPENDENT, descriptions_csv, summarize_video, to_markdown
-from ui.components import ProgressBar, page_header, plain, show_error
-from ui.resources import get_indexer, get_library, get_llm, get_settings, get_vlm
+from ui.components import ProgressBar, plain, show_error
+from ui.page import start_page
+from ui.resources import get_indexer, get_llm, get_vlm
 
 VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
 
-st.set_page_config(
-    page_title="Video summary · Framescope", page_icon=":material/summarize:", layout="wide"
-)
-settings = get_settings()
-page_header("Video summary", settings)
-library = get_library()
+page = start_page("Video summary")
+settings = page.settings
+library = page.library
 try:
     vlm, llm = get_vlm(), get_llm()
 except FramescopeError as exc:
@@ -60,39 +58,38 @@ st.caption(
 if st.button(
     "Summarize", type="primary", icon=":material/summarize:", disabled=not (url.strip() or upload)
 ):
-    progress = ProgressBar("Summary")
     try:
-        title, cues, label = "", (), ""
-        if url.strip():
-            from core.fetch import fetch_video
+        with ProgressBar("Summary") as progress:
+            title, cues, label = "", (), ""
+            if url.strip():
+                from core.fetch import fetch_video
 
-            fetched = fetch_video(url.strip(), settings, job=progress.job.stage("download"))
-            path, title, cues, label = fetched.path, fetched.title, fetched.cues, url.strip()
-        else:
-            path, label = get_indexer().save_upload(upload.name, upload.getvalue()), upload.name
-            title = upload.name.rsplit(".", 1)[0]
-        limits = settings.video
-        info = probe_video(Path(path), limits)
-        st.session_state["summary"] = summarize_video(
-            Path(path),
-            info,
-            vlm,
-            llm,
-            library,
-            title=title,
-            source=label,
-            cues=cues,
-            chunk_seconds=chunk_seconds,
-            frames_per_chunk=int(frames_per_chunk),
-            scenes=by_scene,
-            mode=mode,
-            job=progress.job,
-        )
-        st.session_state["summary_path"] = str(path)
-        st.session_state["summary_seek"] = 0.0
+                fetched = fetch_video(url.strip(), settings, job=progress.job.stage("download"))
+                path, title, cues, label = fetched.path, fetched.title, fetched.cues, url.strip()
+            else:
+                path, label = get_indexer().save_upload(upload.name, upload.getvalue()), upload.name
+                title = upload.name.rsplit(".", 1)[0]
+            limits = settings.video
+            info = probe_video(Path(path), limits)
+            st.session_state["summary"] = summarize_video(
+                Path(path),
+                info,
+                vlm,
+                llm,
+                library,
+                title=title,
+                source=label,
+                cues=cues,
+                chunk_seconds=chunk_seconds,
+                frames_per_chunk=int(frames_per_chunk),
+                scenes=by_scene,
+                mode=mode,
+                job=progress.job,
+            )
+            st.session_state["summary_path"] = str(path)
+            st.session_state["summary_seek"] = 0.0
     except FramescopeError as exc:
         show_error(exc)
-    progress.close()
 
 summary = st.session_state.get("summary")
 if summary is not None:

@@ -20,28 +20,21 @@ from ui.components import (
     frame_grid,
     index_report,
     map_figure,
-    page_header,
     plain,
     show_error,
     timeline_figure,
 )
-from ui.resources import get_embedder, get_indexer, get_library, get_settings
+from ui.page import load_or_stop, start_page
+from ui.resources import get_embedder, get_indexer
 
 VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 METHOD_NAMES = {"propagation": "Label propagation", "rocchio": "Rocchio"}
 
-st.set_page_config(
-    page_title="Frame search · Framescope", page_icon=":material/movie:", layout="wide"
-)
-settings = get_settings()
-page_header("Frame search", settings)
-library = get_library()
-try:
-    embedder = get_embedder()
-except FramescopeError as exc:
-    show_error(exc)
-    st.stop()
+page = start_page("Frame search")
+settings = page.settings
+library = page.library
+embedder = load_or_stop(get_embedder)
 
 tab_search, tab_add = st.tabs(["Search frames", "Add videos"])
 

@@ -179,6 +179,27 @@ def vectors_by_path(db_path: Path, model_key: str) -> dict[str, np.ndarray]:
     return {p: np.frombuffer(v, dtype=np.float32) for p, v in rows}
 
 
+def damage_embeddings(db_path: Path) -> int:
+    """Zero the pages that hold stored vectors (never the header page); how many were zeroed."""
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        blobs = [r[0] for r in conn.execute("SELECT vector FROM embeddings")]
+    finally:
+        conn.close()
+    data = bytearray(db_path.read_bytes())
+    pages = set()
+    for blob in blobs:
+        at = data.find(blob[:32])
+        if at >= page_size:
+            pages.add(at // page_size)
+    for page in pages:
+        data[page * page_size : (page + 1) * page_size] = bytes(page_size)
+    db_path.write_bytes(bytes(data))
+    return len(pages)
+
+
 def row_counts(db_path: Path) -> dict[str, int]:
     return {
         table: db_query(db_path, f"SELECT COUNT(*) FROM {table}")[0][0]

@@ -147,7 +147,7 @@ def test_search_page_uploads_good_and_bad_files(app_home):
     next(b for b in at.button if b.label == "Add uploaded images").click().run()
     assert not at.exception
     assert not any(b.label == "Stop" for b in at.button)  # the job is over: no Stop button left
-    assert at.get("progress")[0].proto.text == "Adding uploads: 3/3 · done"
+    assert not at.get("progress")  # the finished bar goes; the report below says what happened
     assert any("2 added" in w.value and "1 failed" in w.value for w in at.warning)
     failed = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert list(failed["file"]) == ["fake.jpg"]
@@ -185,6 +185,7 @@ def test_search_page_shared_mode_refuses_other_folders(app_home, tmp_path, monke
     allowed.mkdir()
     monkeypatch.setenv("FRAMESCOPE_MODE", "shared")
     monkeypatch.setenv("FRAMESCOPE_ROOTS", str(allowed))
+    monkeypatch.setattr("ui.resources.request_headers", lambda: {"X-Forwarded-User": "alice"})
     st.cache_resource.clear()
     at = _run("pages/1_Image_Search.py")
     assert not any(t.label.startswith("Folder on this computer") for t in at.text_input)

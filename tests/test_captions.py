@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MEGAMIND_CUTS, db_query, require_media, run_cli, tiny_settings
+from conftest import MEGAMIND_CUTS, db_query, require_media, row_counts, run_cli, tiny_settings
 from PIL import Image
 
 from core.captions import (
@@ -35,7 +35,7 @@ from core.captions import (
     to_vtt,
     zip_folder,
 )
-from core.errors import LibraryError, MediaError
+from core.errors import LibraryError, MediaError, QueryError
 from core.format import format_timestamp
 from core.indexing import Indexer
 from core.jobs import Job
@@ -157,6 +157,125 @@ def test_max_new_tokens_bounds_every_generation(monkeypatch, captioner, video_fr
         assert len(few.split()) <= 3 and len(few) < len(more) and more.startswith(few)
     for p in prompted:
         assert len(p.split()) - len(PROMPT.split()) <= 2
+
+
+def _prompt_of(captioner, tokens: int) -> str:
+    """A prompt of exactly `tokens` tokens for the captioner's tokenizer."""
+    prompt = " ".join(["a"] * tokens)
+    assert len(captioner.processor.tokenizer(prompt, add_special_tokens=False).input_ids) == tokens
+    return prompt
+
+
+def test_a_prompt_too_long_for_the_model_is_refused_naming_the_limit(
+    monkeypatch, captioner, video_frames
+):
+    # BLIP's text positions hold [BOS] + prompt + [SEP] + the new tokens; past them generate()
+    # used to fail with an IndexError deep in the embeddings.
+    positions = captioner.model.config.text_config.max_position_embeddings
+    limit = positions - 2 - 30
+    calls = []
+    real = captioner.model.generate
+    monkeypatch.setattr(captioner.model, "generate", lambda **kw: calls.append(1) or real(**kw))
+    for tokens in (limit + 1, 20 * positions):
+        with pytest.raises(QueryError) as err:
+            captioner.caption(video_frames[:2], _prompt_of(captioner, tokens), max_new_tokens=30)
+        assert str(err.value).startswith(
+            f"the prompt is {tokens} tokens; this captioning model takes at most {limit}"
+        )
+    assert calls == []  # refused before any work
+    # At the limit the prompt is used, whatever length the caption grows to.
+    at_limit = captioner.caption(video_frames[:1], _prompt_of(captioner, limit), max_new_tokens=30)
+    assert at_limit[0].startswith("a a a")
+    # Fewer new tokens leave room for a longer prompt.
+    captioner.caption(video_frames[:1], _prompt_of(captioner, limit + 10), max_new_tokens=20)
+    assert captioner.prompt_limit(20) == limit + 10
+
+
+def test_caption_video_refuses_a_long_prompt_before_indexing(
+    monkeypatch, library, indexer, captioner, videos
+):
+    seen = counting(monkeypatch, captioner)
+    before = table_counts(library)
+    with pytest.raises(QueryError, match="this captioning model takes at most"):
+        caption_video(
+            library,
+            indexer,
+            captioner,
+            videos / "realshort.mp4",
+            sampling=EVERY_SECOND,
+            prompt="a picture of " * 200,
+        )
+    assert table_counts(library) == before and seen == [0, 0]
+
+
+def test_cli_caption_with_a_long_prompt_fails_cleanly(tmp_path, videos):
+    home = tmp_path / "home"
+    prompt = "a picture of " * 200
+    proc = run_cli(
+        ["--profile", "tiny", "caption", videos / "realshort.mp4", "--prompt", prompt], home
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert re.search(
+        r"^framescope: error: the prompt is \d+ tokens; this captioning model takes at most \d+",
+        proc.stderr,
+        re.M,
+    )
+    assert "Traceback" not in proc.stderr and proc.stdout.strip() == ""
+    assert not (home / "library.db").exists()  # refused before the library was even opened
+
+
+@pytest.mark.parametrize(
+    "name, source, what",
+    [
+        ("photo.jpg", "apple.jpg", "a JPEG image"),
+        ("cards.png", "cards.png", "a PNG image"),
+        ("notes.txt", None, "a text file"),
+    ],
+)
+def test_caption_video_of_a_file_that_is_not_a_video_changes_nothing(
+    monkeypatch, library, indexer, captioner, media_root, tmp_path, name, source, what
+):
+    path = tmp_path / name
+    if source:
+        path.write_bytes((media_root / "images" / source).read_bytes())
+    else:
+        path.write_text("shopping list: milk, eggs\n" * 20)
+    seen = counting(monkeypatch, captioner)
+    before = table_counts(library)
+    with pytest.raises(MediaError) as err:
+        caption_video(library, indexer, captioner, path, sampling=EVERY_SECOND)
+    assert str(err.value) == f"{name}: not a video (it is {what})"
+    assert table_counts(library) == before and seen == [0, 0]
+    assert library.catalog.failed_files() == []  # not even recorded as a failed video
+
+
+def test_cli_caption_of_an_image_says_it_is_not_a_video_and_changes_nothing(
+    tmp_path, videos, media_root
+):
+    home = tmp_path / "home"
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes((media_root / "images" / "apple.jpg").read_bytes())
+    made = run_cli(
+        ["--profile", "tiny", "caption", videos / "realshort.mp4", "--every", "1", "--json"], home
+    )
+    assert made.returncode == 0, made.stderr
+    db = home / "library.db"
+    tables = ("collections", "media", "frames", "embeddings", "captions")
+
+    def counts():
+        return {
+            **row_counts(db),
+            **{t: db_query(db, f"SELECT COUNT(*) FROM {t}")[0][0] for t in tables},
+        }
+
+    before = counts()
+    proc = run_cli(["--profile", "tiny", "caption", photo], home)
+    assert proc.returncode == 1
+    assert "framescope: error: photo.jpg: not a video (it is a JPEG image)" in proc.stderr
+    assert "stopped before" not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout.strip() == ""
+    assert counts() == before
+    assert db_query(db, "SELECT COUNT(*) FROM media WHERE path LIKE '%photo.jpg'") == [(0,)]
 
 
 # -- caption_video and its cache ------------------------------------------------------------------

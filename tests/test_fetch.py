@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -35,6 +36,7 @@ from core.jobs import Job
 from core.media import probe_video
 
 BOX = Path(__file__).resolve().parents[2] / "shared" / "media" / "video" / "box.mp4"
+SHORT = BOX.with_name("realshort.mp4")  # another video, for a second site
 PUBLIC_IP = "93.184.215.14"  # a public address the validator sees; nothing is ever sent to it
 
 CAPTIONED_PAGE = b"""<!doctype html><html><head><title>Box with captions</title></head><body>
@@ -75,7 +77,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         with server.lock:
             server.hits.append(path)
-        if path in ("/box.mp4", "/a.mp4", "/b.mp4"):
+        if path in server.files:  # this server's own files (two sites, one file name)
+            data = server.files[path].read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif path in ("/box.mp4", "/a.mp4", "/b.mp4"):
             data = BOX.read_bytes()
             self.send_response(200)
             self.send_header("Content-Type", "video/mp4")
@@ -144,6 +153,7 @@ class _Server(http.server.ThreadingHTTPServer):
         self.redirect_to = ""
         self.closing = False
         self.hls_dir: Path | None = None
+        self.files: dict[str, Path] = {}
 
     @property
     def port(self) -> int:
@@ -302,6 +312,100 @@ def test_fetches_a_direct_link_once_and_then_uses_the_cache(tmp_path, server):
     again = fetch_video(url, settings)
     assert again.path == video.path and again.title == "box"
     assert len(server.hits) == hits, "the second fetch went to the network"
+
+
+@pytest.fixture(scope="module")
+def two_sites():
+    """Two web servers, each serving a different video under the same name, /video.mp4."""
+    if not (BOX.is_file() and SHORT.is_file()):
+        pytest.skip(f"shared media not found at {BOX.parent}")
+    sites = []
+    for video in (BOX, SHORT):
+        srv = _Server()
+        srv.files["/video.mp4"] = video
+        threading.Thread(
+            target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        ).start()
+        sites.append(srv)
+    yield sites
+    for srv in sites:
+        srv.closing = True
+        srv.shutdown()
+        srv.server_close()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_same_file_name_on_two_sites_is_two_videos(tmp_path, two_sites, net):
+    # a.example and b.example "are" two public addresses; the tripwire carries each to its server
+    site_a, site_b = two_sites
+    net.names.update({"a.example": ["93.184.215.14"], "b.example": ["93.184.215.15"]})
+    net.routes.update({"93.184.215.14": site_a.port, "93.184.215.15": site_b.port})
+    settings = _settings(tmp_path)
+    first = fetch_video("http://a.example/video.mp4", settings)
+    second = fetch_video("http://b.example/video.mp4", settings)
+    assert _sha256(first.path) == _sha256(BOX)
+    assert second.url == "http://b.example/video.mp4" and second.path != first.path
+    assert _sha256(second.path) == _sha256(SHORT), "b.example got a.example's video"
+    assert second.duration == pytest.approx(probe_video(SHORT).duration, abs=0.1)
+    assert first.path.is_file() and _sha256(first.path) == _sha256(BOX)
+    # each link is still served from the cache, with its own file
+    hits = len(site_a.hits) + len(site_b.hits)
+    assert fetch_video("http://a.example/video.mp4", settings).path == first.path
+    assert fetch_video("http://b.example/video.mp4", settings).path == second.path
+    assert len(site_a.hits) + len(site_b.hits) == hits
+    index = json.loads((tmp_path / "downloads" / "index.json").read_text())
+    assert not any(key.lower().startswith("generic:") for key in index["ids"])
+    assert index["items"]["http://b.example/video.mp4"]["sha256"] == _sha256(SHORT)
+
+
+@pytest.mark.parametrize("how", ["changed", "replaced"])
+def test_a_cached_file_changed_on_disk_is_downloaded_again(tmp_path, server, how):
+    settings = _settings(tmp_path, allow_loopback=True)
+    url = f"http://127.0.0.1:{server.port}/box.mp4"
+    video = fetch_video(url, settings)
+    stat = video.path.stat()
+    data = bytearray(video.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte different
+    if how == "changed":
+        video.path.write_bytes(bytes(data))
+    else:
+        other = video.path.with_name("other.tmp")
+        other.write_bytes(bytes(data))
+        os.replace(other, video.path)
+    os.utime(video.path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even the same time
+    hits = server.count("/box.mp4")
+    again = fetch_video(url, settings)
+    assert server.count("/box.mp4") > hits, "a file changed on disk was served from the cache"
+    assert again.path.is_file() and _sha256(again.path) == _sha256(BOX)
+    assert _leftovers(tmp_path) == [again.path.name]
+
+
+def test_only_a_site_given_id_links_two_urls_to_one_download(tmp_path):
+    from core.fetch import cache
+
+    assert cache.cache_key({"extractor_key": "Generic", "id": "video"}) is None
+    assert cache.cache_key({"extractor_key": "HTML5MediaEmbed", "id": "video-1"}) is None
+    assert cache.cache_key({"extractor_key": "Youtube", "id": "abc"}) == "Youtube:abc"
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    file = folder / "Youtube-abc-0123456789.mp4"
+    shutil.copyfile(BOX, file)
+    video = FetchedVideo(
+        "https://www.youtube.com/watch?v=abc", file, "t", None, 1.0, (), None, (), "Youtube"
+    )
+    cache._remember(folder, video, "Youtube:abc")
+    hit = cache._cached(folder, "https://youtu.be/abc", "Youtube:abc")
+    assert hit is not None and hit[0].path == file and hit[0].url == "https://youtu.be/abc"
+    assert cache._cached(folder, "https://youtu.be/abc", "Generic:abc") is None
+    assert cache._cached(folder, "https://youtu.be/other", "Youtube:other") is None
+    data = file.read_bytes()
+    file.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # the same size, another file
+    assert cache._cached(folder, "https://www.youtube.com/watch?v=abc") is None
 
 
 def test_a_playlist_page_is_refused(tmp_path, server):
@@ -540,8 +644,10 @@ REFUSED = [
     ("http://127.1:{c}/", "non-standard"),
     ("file:///etc/passwd", "only http"),
     ("ftp://example.com/x", "only http"),
-    ("data:text/plain,hello", "only http"),
-    ("javascript:alert(1)", "only http"),
+    ("data:text/plain,hello", "not a web link or a file: data: links"),
+    ("data:video/mp4;base64,AAAAIGZ0eXBpc29t", "not a web link or a file: data: links"),
+    ("javascript:alert(1)", "not a web link or a file: javascript: links"),
+    ("JavaScript:alert(1)", "not a web link or a file: javascript: links"),
     ("public.example/x.mp4", "not a web link"),
     ("http://user:secret@public.example/x.mp4", "user name or password"),
     ("http://localhost:{c}/x.mp4", "loopback"),

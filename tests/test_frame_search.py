@@ -265,3 +265,37 @@ def test_cli_videos_only_prints_video_and_timestamp(tmp_path, videos):
     assert "dashcam_highway.mp4  at 0:0" in text.stdout
     with sqlite3.connect(tmp_path / "home" / "library.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 5
+
+
+def _chart_strings(fig) -> list[str]:
+    """The strings of a figure's data and layout, decoded from its JSON, hover templates aside."""
+    out: list[str] = []
+
+    def walk(value):
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if key not in ("hovertemplate", "texttemplate"):
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(json.loads(fig.to_json()))
+    return out
+
+
+def test_timeline_shows_an_html_video_name_as_text(indexer, library, embedder, videos, tmp_path):
+    from ui.components import timeline_figure
+
+    evil = tmp_path / '<a href="https:evil.example">x<b>bold.mp4'
+    shutil.copyfile(videos / "dashcam_highway.mp4", evil)
+    indexer.index([evil], "clips", sampling=EVERY_FRAME)
+    names = {v.id: v.name for v in library.catalog.videos()}
+    assert list(names.values()) == [evil.name]
+    ranking = rank_frames(library, embedder, "cars", media_ids=list(names))
+    fig = timeline_figure(ranking, names, {int(ranking.ids[0]): 1})
+    strings = _chart_strings(fig)
+    assert not [s for s in strings if "<a" in s or "<b" in s]
+    assert '&lt;a href="https:evil.example"&gt;x&lt;b&gt;bold.mp4' in strings

@@ -390,9 +390,12 @@ def test_a_failing_batch_writes_nothing_of_itself(
 
     def failing_second_batch(collection_id, model_key, images):
         calls.append(len(images))
-        if len(calls) == 2:
-            # The batch's own rows are inserted first, then this bogus copy fails the transaction.
-            bogus = replace(images[0], path="/x/bogus.jpg", vector=None, same_as=10**9)
+        if len(calls) >= 2:  # the second batch, and the indexer's retry of it
+            # The batch's own rows are inserted first, then this bogus copy (of a vector no row
+            # has) fails the transaction.
+            bogus = replace(
+                images[0], path="/x/bogus.jpg", vector=None, same_as=10**9, sha256="0" * 64
+            )
             images = [*images, bogus]
         return real_add(collection_id, model_key, images)
 

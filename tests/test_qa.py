@@ -156,3 +156,96 @@ def test_cli_ask_once_and_interactively(tmp_path, videos):
 
 def test_module_cache_is_shared():
     assert isinstance(FRAMES, FrameCache)
+
+
+def test_ctrl_c_while_answering_stops_that_answer_and_the_session_goes_on(capsys):
+    from core.cli.video import _chat
+
+    class Result:
+        def __init__(self, question):
+            self.text, self.frames = f"answer to {question}", ()
+
+    questions = iter(["first?", "second?", "exit"])
+    asked = []
+
+    def answer(question, history):
+        asked.append((question, len(history)))
+        if len(asked) == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the model is answering
+        return Result(question)
+
+    assert _chat(answer, read=lambda prompt: next(questions)) == 0
+    out = capsys.readouterr().out
+    assert asked == [("first?", 0), ("second?", 0)]  # a stopped answer is not in the history
+    assert "(answer stopped)" in out and "answer to second?" in out
+    assert out.index("(answer stopped)") < out.index("answer to second?")
+
+
+class _Reader:
+    """Collects a subprocess's output (a pipe) in a thread; `wait_for` waits for a text."""
+
+    def __init__(self, stream):
+        import threading
+
+        self.text = ""
+        self._stream = stream
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        while chunk := os.read(self._stream.fileno(), 4096):
+            self.text += chunk.decode("utf-8", "replace")
+
+    def wait_for(self, needle: str, count: int = 1, timeout: float = 300) -> None:
+        import time
+
+        end = time.monotonic() + timeout
+        while self.text.count(needle) < count:
+            assert time.monotonic() < end, f"no {needle!r} (x{count}) in {self.text[-2000:]!r}"
+            time.sleep(0.05)
+
+
+def test_cli_ask_ctrl_c_while_answering_returns_to_the_prompt(tmp_path, videos):
+    import signal
+    import time
+
+    env = {
+        **os.environ,
+        "FRAMESCOPE_HOME": str(tmp_path),
+        "FRAMESCOPE_PROFILE": "tiny",
+        "HF_HUB_OFFLINE": "1",
+        "FRAMESCOPE_VLM_MAX_TOKENS": "64",
+    }
+    exe = shutil.which("framescope", path=os.path.dirname(sys.executable)) or "framescope"
+    # 64 frames make the tiny VLM's answer take seconds: long enough to interrupt it.
+    proc = subprocess.Popen(
+        [exe, "ask", str(videos / "vtest.avi"), "--frames", "64"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = _Reader(proc.stdout), _Reader(proc.stderr)
+    try:
+        out.wait_for("Question> ")
+        proc.stdin.write(b"What is happening?\n")
+        proc.stdin.flush()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out.wait_for("(answer stopped)")
+        out.wait_for("Question> ", 2)
+        assert proc.poll() is None, err.text  # the session goes on
+        proc.stdin.write(b"Is it day?\n")
+        proc.stdin.flush()
+        out.wait_for("(frames at ")
+        out.wait_for("Question> ", 3)
+        proc.stdin.write(b"exit\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err._thread.join(timeout=10)
+    assert "Traceback" not in err.text and "KeyboardInterrupt" not in err.text
+    assert out.text.count("(frames at ") == 1  # only the second question was answered

@@ -507,3 +507,25 @@ def test_classify_frames_of_a_real_video(embedder):
 
     with pytest.raises(QueryError, match="multi-label"):  # checked before decoding anything
         zs.classify_video(embedder, video, ["person"], TEMPLATES)
+
+
+def test_zero_shot_charts_show_html_names_and_labels_as_text(embedder, shared_images):
+    import json
+
+    from ui.components import confusion_figure, label_bars, zeroshot_heatmap
+
+    labels = ["<b>apple</b>", '<a href="https://evil.example">monkey</a>']
+    names = ['<a href="https://evil.example">x</a>.jpg', "b.jpg"]
+    batch = zs.embed_images(embedder, [pil(p) for p in shared_images[:2]])
+    result = zs.classify(embedder, batch.vectors, labels, TEMPLATES)
+    figures = [
+        zeroshot_heatmap(result.cosine, result.labels, names),
+        label_bars(result.probs[0], result.labels, "probability"),
+        confusion_figure(np.eye(2, dtype=np.int64), result.labels),
+    ]
+    for fig in figures:
+        data = json.loads(fig.to_json())["data"]
+        shown = json.dumps(data, ensure_ascii=False)
+        assert "<a" not in shown and "<b>" not in shown
+        assert "&lt;b&gt;apple&lt;/b&gt;" in shown
+    assert "1. &lt;a href" in json.dumps(figures[0].to_dict()["data"][0]["y"][0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import time
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ import streamlit as st
 from core.config import Settings
 from core.errors import FramescopeError
 from core.format import format_size
-from core.jobs import Job, Step
+from core.jobs import SLOTS, Job, Step
 from core.types import Hit, IndexReport
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
@@ -21,6 +22,13 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
 def plain(text: str | None) -> str:
     """Escape text (file names, model output, metadata) for Markdown: no links, images, HTML, emoji."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text or "").replace("\n", " ")
+
+
+def chart_label(text: object) -> str:
+    """Text for a Plotly label (axis tick, legend entry, hover name). Plotly renders HTML tags in
+    labels (`<a href>` as a live link, `<b>`, `<br>`...), so `<`, `>` and `&` are escaped: a name,
+    a title or a model's words are shown literally."""
+    return html.escape(str(text), quote=False)
 
 
 def page_header(title: str, settings: Settings) -> None:
@@ -40,9 +48,14 @@ def show_error(exc: FramescopeError) -> None:
 
 class ProgressBar:
     """A Streamlit progress bar for a long job, with a Stop button while it runs. Use it as a
-    context manager and pass its `job` to the work: the button goes when the job ends."""
+    context manager and pass its `job` to the work: bar and button go when the job ends."""
 
     def __init__(self, label: str) -> None:
+        from ui.resources import current_user, get_settings
+
+        # In shared mode each user runs at most FRAMESCOPE_USER_JOBS jobs at once (AccessDenied).
+        self._slot = SLOTS.hold(current_user(), get_settings().user_jobs)
+        self._slot.__enter__()
         self.label = label
         self.bar = st.progress(0.0, text=label)
         self.stop = stop_button(f"stop-{label}")
@@ -53,12 +66,18 @@ class ProgressBar:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stop.empty()
+        self.close()
 
     def close(self) -> None:
-        """Remove the bar and its button (when what it tracked is shown otherwise)."""
+        """Remove the bar and its button: what the job did is shown by the page."""
         self.stop.empty()
         self.bar.empty()
+        self._release()
+
+    def _release(self) -> None:
+        if self._slot is not None:
+            self._slot.__exit__(None, None, None)
+            self._slot = None
 
     def show(self, step: Step) -> None:
         now = time.monotonic()
@@ -130,7 +149,7 @@ def timeline_figure(ranking, names: dict[int, str], marks: dict[int, int]):
                 x=ranking.timestamps[sel],
                 y=ranking.scores[sel],
                 mode="lines+markers",
-                name=names.get(media_id, str(media_id)),
+                name=chart_label(names.get(media_id, str(media_id))),
                 customdata=ranking.ids[sel],
                 marker={"size": 5},
                 hovertemplate="%{x:.1f} s · score %{y:.3f}<extra>%{fullData.name}</extra>",
@@ -164,6 +183,92 @@ def timeline_figure(ranking, names: dict[int, str], marks: dict[int, int]):
         title="Score over time (click a point to play from there)",
     )
     return fig
+
+
+def zeroshot_heatmap(cosine, labels: Sequence[str], names: Sequence[str]):
+    """Plotly: images (rows, numbered names) × labels (columns), each cell the cosine."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(
+        go.Heatmap(
+            z=cosine,
+            x=[chart_label(label) for label in labels],
+            y=[chart_label(f"{i + 1}. {n}") for i, n in enumerate(names)],
+            texttemplate="%{z:.3f}",
+            colorscale="Viridis",
+            colorbar={"title": "cosine"},
+        )
+    )
+    fig.update_layout(
+        height=120 + 40 * len(names),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        yaxis={"autorange": "reversed"},
+    )
+    return fig
+
+
+def label_bars(values, labels: Sequence[str], what: str):
+    """Plotly: one horizontal bar per label (in the order given), its length the value."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(
+        go.Bar(
+            x=list(values),
+            y=[chart_label(label) for label in labels],
+            orientation="h",
+            hovertemplate=f"%{{y}} · {chart_label(what)} %{{x:.3f}}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=80 + 28 * len(labels),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis_title=chart_label(what),
+        yaxis={"autorange": "reversed"},
+    )
+    return fig
+
+
+def labels_over_time(timestamps, values, labels: Sequence[str], what: str = "probability"):
+    """Plotly: each label's value over a video's sampled frames, one line per label."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    values = np.asarray(values)
+    fig = go.Figure()
+    for j, label in enumerate(labels):
+        fig.add_trace(
+            go.Scatter(
+                x=list(timestamps),
+                y=values[:, j],
+                mode="lines",
+                name=chart_label(label),
+                hovertemplate=f"%{{x:.1f}} s · {chart_label(what)} %{{y:.3f}}"
+                "<extra>%{fullData.name}</extra>",
+            )
+        )
+    fig.update_layout(
+        height=360,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        title="Each label over time",
+        xaxis_title="seconds",
+        yaxis_title=chart_label(what),
+        legend_title_text="label",
+    )
+    return fig
+
+
+def confusion_figure(confusion, labels: Sequence[str]):
+    """Plotly: a confusion matrix, true labels (rows) × predicted labels (columns), with counts."""
+    import plotly.express as px
+
+    names = [chart_label(label) for label in labels]
+    return px.imshow(
+        confusion,
+        x=names,
+        y=names,
+        text_auto=True,
+        labels={"x": "predicted", "y": "true"},
+    )
 
 
 def map_figure(points, ranking, marks: dict[int, int]):

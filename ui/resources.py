@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import streamlit as st
 
 from core.config import Settings
+from core.errors import AccessDenied
 from core.indexing import Indexer
 from core.library import Library
+from core.library.visibility import check_user
 from core.models import CAPTIONER, EMBEDDINGS, LLM, VLM
 from core.models.captioner import Captioner, load_captioner
 from core.models.clip import ClipEmbedder, load_clip
@@ -25,9 +29,36 @@ def get_settings() -> Settings:
 
 
 @st.cache_resource(show_spinner=False)
-def get_library() -> Library:
+def _whole_library() -> Library:
     settings = get_settings()
     return Library(settings.home, exact_search_limit=settings.exact_search_limit)
+
+
+def request_headers() -> Mapping[str, str]:
+    """The headers of this session's request (the proxy's, in shared mode)."""
+    return st.context.headers
+
+
+def current_user() -> str | None:
+    """Who uses this session: None in local mode; in shared mode the user the authenticating
+    proxy names in FRAMESCOPE_USER_HEADER. No such header, no access: the page stops here."""
+    settings = get_settings()
+    if settings.mode != "shared":
+        return None
+    try:
+        return check_user(request_headers().get(settings.user_header) or "")
+    except AccessDenied:
+        st.error(
+            f"No access: this shared Framescope serves signed-in users only, and this request "
+            f"came without a user ({settings.user_header} header). Sign in through the proxy."
+        )
+        st.stop()
+
+
+def get_library() -> Library:
+    """The library as this session's user sees it (all of it in local mode): the operator's
+    collections and their own, never another user's."""
+    return _whole_library().for_user(current_user())
 
 
 @st.cache_resource(show_spinner="Loading the CLIP model (first use downloads its weights)…")

@@ -4,7 +4,7 @@ Modules:
     __init__   `main()`: parses the arguments and runs the chosen command
     __main__   `python -m core.cli`
     parser     the argument parser: the commands and their options
-    progress   a job's progress line on stderr
+    progress   terminal output: printable() text, and a job's progress line on stderr
     library    the library commands: index, search, status
     video      the video commands: caption, ask, summarize
     classify   the classify command: zero-shot labels for images
@@ -17,6 +17,7 @@ import sys
 from core.cli.classify import cmd_classify
 from core.cli.library import cmd_index, cmd_search, cmd_status
 from core.cli.parser import _build_parser
+from core.cli.progress import printable
 from core.cli.video import cmd_ask, cmd_caption, cmd_summarize
 from core.config import Settings
 from core.errors import FramescopeError
@@ -40,5 +41,5 @@ def main(argv: list[str] | None = None) -> int:
         }[args.command]
         return handler(args, settings)
     except FramescopeError as exc:
-        print(f"framescope: error: {exc}", file=sys.stderr)
+        print(f"framescope: error: {printable(exc)}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.cli.progress import printable
 from core.config import Settings
 from core.errors import ConfigError, MediaError
 
@@ -49,10 +50,10 @@ def cmd_classify(args, settings: Settings) -> int:
     embedder = load_clip(settings)
     labels, warnings = parse_labels(args.labels, embedder, templates)
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     batch = embed_images(embedder, files, batch_size=settings.batch_size)
     for failed in batch.failed:
-        print(f"failed: {failed.path}: {failed.reason}", file=sys.stderr)
+        print(f"failed: {printable(failed.path)}: {printable(failed.reason)}", file=sys.stderr)
     if not batch.names:
         raise MediaError(", ".join(str(p) for p in args.paths), "no image could be read")
     result = classify(
@@ -89,6 +90,6 @@ def cmd_classify(args, settings: Settings) -> int:
         return 0
     for i, name in enumerate(batch.names):
         order = np.argsort(-values[i])[:3]
-        best = ", ".join(f"{result.labels[j]} {values[i][j]:.2f}" for j in order)
-        print(f"{name}: {best}")
+        best = ", ".join(f"{printable(result.labels[j])} {values[i][j]:.2f}" for j in order)
+        print(f"{printable(name)}: {best}")
     return 0

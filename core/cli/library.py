@@ -6,9 +6,9 @@ import json
 import sys
 from dataclasses import asdict
 
-from core.cli.progress import _ProgressLine
+from core.cli.progress import _ProgressLine, printable
 from core.config import Settings
-from core.errors import ConfigError, MediaError
+from core.errors import ConfigError, LibraryError, MediaError
 from core.format import format_size, format_timestamp
 from core.types import IndexReport, Sampling, SearchResult
 
@@ -51,7 +51,7 @@ def cmd_index(args, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print("\n".join(index_report_lines(report)))
+        print("\n".join(printable(line) for line in index_report_lines(report)))
     return 0
 
 
@@ -124,7 +124,7 @@ def cmd_search(args, settings: Settings) -> int:
     for rank, hit in enumerate(hits, 1):
         when = f"  at {format_timestamp(hit.timestamp)}" if hit.timestamp is not None else ""
         print(
-            f"{rank:3d}  {hit.score:.4f}  {hit.path}{when}  ({format_size(hit.size_bytes)}, {hit.collection})"
+            f"{rank:3d}  {hit.score:.4f}  {printable(hit.path)}{when}  ({format_size(hit.size_bytes)}, {printable(hit.collection)})"
         )
     if not args.all and result.hidden_count:
         print(
@@ -135,10 +135,24 @@ def cmd_search(args, settings: Settings) -> int:
 
 def cmd_status(args, settings: Settings) -> int:
     from core.library import Library
+    from core.library.db import damaged
     from core.models import planned_models, resolve_device
 
     library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
-    failed = library.catalog.failed_files()
+    problems = library.db.check()
+    damage: LibraryError | None = damaged(library.db_path, problems[0]) if problems else None
+
+    def read(part, empty):
+        """A part of the report; on a damaged database, what can be read is still shown."""
+        nonlocal damage
+        try:
+            return part()
+        except LibraryError as exc:
+            damage = damage or exc
+            return empty
+
+    failed = read(library.catalog.failed_files, [])
+    collections = read(library.catalog.collections, [])
     data = {
         "home": str(settings.home),
         "profile": settings.profile,
@@ -149,33 +163,46 @@ def cmd_status(args, settings: Settings) -> int:
         else {"model": "framescope-tiny-clip", "pretrained": "random weights (tiny profile)"},
         "real_weights": settings.profile == "default",
         "models": [asdict(m) for m in planned_models(settings)],
-        "counts": library.catalog.counts(),
-        "embeddings_by_model": library.catalog.model_keys(),
-        "collections": [c.__dict__ for c in library.catalog.collections()],
+        "integrity": {"check": "quick_check", "ok": not problems, "problems": problems},
+        "counts": read(library.catalog.counts, None),
+        "embeddings_by_model": read(library.catalog.model_keys, None),
+        "collections": [c.__dict__ for c in collections],
         "failed": [
             {"path": f.path, "name": f.name, "collection": f.collection, "reason": f.error}
             for f in failed
         ],
     }
+    if damage is not None:
+        data["error"] = str(damage)
     if args.json:
         print(json.dumps(data, indent=2))
+        if damage is not None:
+            raise damage
         return 0
-    print(f"Data directory: {data['home']}")
+    print(f"Data directory: {printable(data['home'])}")
     print(
         f"Profile: {settings.profile} ({'real weights' if data['real_weights'] else 'RANDOM weights: results are meaningless'}), device {data['device']}, mode {settings.mode}"
     )
     for model in planned_models(settings):
-        print(f"{model.role}: {model.name} ({model.weights}, {model.device})")
+        print(printable(f"{model.role}: {model.name} ({model.weights}, {model.device})"))
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        print(printable(f"Database check: FAILED: {'; '.join(problems[:5])}{more}"))
+    else:
+        print("Database check: ok")
     counts = data["counts"]
-    print(
-        f"Library: {counts['images']} images, {counts['videos']} videos, {counts['failed']} failed, in {counts['collections']} collections"
-    )
-    for c in library.catalog.collections():
+    if counts is not None:
         print(
-            f"  {c.name}: {c.images} images, {c.videos} videos, {c.failed} failed, {format_size(c.bytes)}"
+            f"Library: {counts['images']} images, {counts['videos']} videos, {counts['failed']} failed, in {counts['collections']} collections"
+        )
+    for c in collections:
+        print(
+            f"  {printable(c.name)}: {c.images} images, {c.videos} videos, {c.failed} failed, {format_size(c.bytes)}"
         )
     if failed:
         print("Failed files:")
         for f in failed:
-            print(f"  {f.path}: {f.error}")
+            print(f"  {printable(f.path)}: {printable(f.error)}")
+    if damage is not None:
+        raise damage
     return 0

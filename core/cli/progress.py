@@ -1,11 +1,34 @@
-"""A job's progress on stderr, for the long-running commands."""
+"""Terminal output: text made inert before it is printed, and a job's progress line on stderr."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
 from core.jobs import Job, Step
+
+# C0 controls (newline, carriage return, escape, ...), DEL, C1 controls, and the Unicode
+# characters that reorder text (bidi embeddings, overrides, isolates and marks) or break lines.
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """`text` (a path, name, title, caption, answer or model output) made inert for a terminal:
+    control characters (C0, DEL, C1) and bidi controls become visible escapes such as `\\x1b`,
+    `\\r`, `\\n` and `\\u202e`, so a file name cannot move the cursor, recolour or rewrite lines."""
+    return _UNPRINTABLE.sub(_escape, str(text))
 
 
 class _ProgressLine:
@@ -25,7 +48,7 @@ class _ProgressLine:
         self.last = now
         count = f"[{int(step.done)}/{int(step.total)}] " if step.total else ""
         stage = f"{step.stage}: " if step.stage else ""
-        line = f"{count}{stage}{step.message}"
+        line = printable(f"{count}{stage}{step.message}")
         if self.tty:
             sys.stderr.write("\r" + line.ljust(70) + ("\n" if final else ""))
         else:

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from core.cli.progress import _ProgressLine
+from core.cli.progress import _ProgressLine, printable
 from core.config import Settings
 from core.errors import ConfigError, FramescopeError, MediaError
 from core.format import format_timestamp
@@ -14,7 +14,12 @@ from core.types import Sampling
 
 
 def cmd_caption(args, settings: Settings) -> int:
-    from core.captions import caption_video, default_export_dir, export_captions
+    from core.captions import (
+        caption_video,
+        check_video_file,
+        default_export_dir,
+        export_captions,
+    )
     from core.indexing import Indexer
     from core.library import Library
     from core.models.captioner import load_captioner
@@ -24,9 +29,11 @@ def cmd_caption(args, settings: Settings) -> int:
         raise ConfigError("--every must be positive and --max-frames at least 1")
     if not args.video.expanduser().is_file():
         raise MediaError(args.video, "no such file")
+    check_video_file(args.video.expanduser())  # a photo or a document: refused before any work
+    captioner = load_captioner(settings)
+    captioner.check_prompt(args.prompt)  # a prompt too long for the model: likewise
     library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
     embedder = load_clip(settings)
-    captioner = load_captioner(settings)
     sampling = Sampling(every=args.every, max_frames=args.max_frames, scenes=args.scenes, dedup=1.0)
     try:
         result = caption_video(
@@ -50,14 +57,14 @@ def cmd_caption(args, settings: Settings) -> int:
         print(json.dumps({**result.to_dict(), "folder": str(out)}, indent=2))
         return 0
     for frame in result.frames:
-        print(f"{format_timestamp(frame.timestamp):>9}  {frame.text}")
+        print(f"{format_timestamp(frame.timestamp):>9}  {printable(frame.text)}")
     print("\nSegments:")
     for segment in result.segments:
-        print(f"  {segment.label}")
-    print(f"\nCaption: {result.overall}")
+        print(f"  {printable(segment.label)}")
+    print(f"\nCaption: {printable(result.overall)}")
     if result.note:
-        print(f"Note: {result.note}")
-    print(f"Saved to {out}")
+        print(f"Note: {printable(result.note)}")
+    print(f"Saved to {printable(out)}")
     return 0
 
 
@@ -105,14 +112,25 @@ def cmd_ask(args, settings: Settings) -> int:
                 )
             )
         else:
-            print(result.text)
+            print(printable(result.text))
             print(_frames_line(result))
         return 0
+    print(
+        f"Ask about {printable(video.name)} ({len(frames.images)} frames decoded). "
+        "Type exit to leave."
+    )
+    return _chat(answer)
+
+
+def _chat(answer, read=input) -> int:
+    """The `ask` session: a question at a time until exit, end of input or Ctrl-C at the prompt.
+
+    `answer(question, history)` gives an Answer. A failed question, or Ctrl-C while it is being
+    answered, ends that answer only: the session goes back to the prompt."""
     history: list = []
-    print(f"Ask about {video.name} ({len(frames.images)} frames decoded). Type exit to leave.")
     while True:
         try:
-            question = input("Question> ").strip()
+            question = read("Question> ").strip()
         except (EOFError, KeyboardInterrupt):
             print()
             return 0
@@ -123,10 +141,13 @@ def cmd_ask(args, settings: Settings) -> int:
         try:
             result = answer(question, history)
         except FramescopeError as exc:  # the session goes on after a failed question
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {printable(exc)}", file=sys.stderr)
+            continue
+        except KeyboardInterrupt:  # Ctrl-C stops this answer, not the session
+            print("\n(answer stopped)", flush=True)
             continue
         history.append(result)
-        print(result.text)
+        print(printable(result.text))
         print(_frames_line(result))
 
 
@@ -146,7 +167,11 @@ def cmd_summarize(args, settings: Settings) -> int:
         raise ConfigError("--chunk-seconds must be positive and --frames at least 1")
     library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
     title, cues = "", ()
-    if args.source.startswith(("http://", "https://")) or "://" in args.source:
+    from core.fetch import link_scheme
+
+    scheme = link_scheme(args.source)
+    if "://" in args.source or (scheme and not Path(args.source).expanduser().is_file()):
+        # fetch_video refuses what is not an http(s) link (data:, javascript:...), saying so
         from core.fetch import fetch_video
 
         fetched = fetch_video(
@@ -196,7 +221,11 @@ def cmd_summarize(args, settings: Settings) -> int:
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
         return 0
-    print(f"{summary.title}\n\n{summary.short}\n")
+    from core.export import inert_text
+
+    print(inert_text(f"{summary.title}\n\n{summary.short}\n"))
     for chapter in summary.chapters:
-        print(f"{chapter.citation} {chapter.title}\n    {chapter.summary}")
+        print(inert_text(f"{chapter.citation} {chapter.title}\n    {chapter.summary}"))
+    if summary.note:
+        print(inert_text(f"\nNote: {summary.note}"))
     return 0

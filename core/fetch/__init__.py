@@ -2,7 +2,8 @@
 
 Modules:
 - video: FetchedVideo, what fetch_video returns.
-- urls: the fetch settings (_options) and the checks of links and addresses (check_url).
+- urls: the fetch settings (_options), the checks of links and addresses (check_url), and
+  link_scheme (does a text start like a link, and with which scheme).
 - guard: the per-fetch guard and yt-dlp's only request handler, which connects through it.
 - ytdlp: fetch_video and the yt-dlp driver (only native downloaders, FFmpeg on local files only).
 - subtitles: parse_vtt and the choice of subtitle language.
@@ -31,8 +32,8 @@ media (not a playlist or a script that could make FFmpeg open other files or URL
 from __future__ import annotations
 
 from core.fetch.subtitles import parse_vtt
-from core.fetch.urls import check_url
+from core.fetch.urls import check_url, link_scheme
 from core.fetch.video import FetchedVideo
 from core.fetch.ytdlp import fetch_video
 
-__all__ = ["FetchedVideo", "check_url", "fetch_video", "parse_vtt"]
+__all__ = ["FetchedVideo", "check_url", "fetch_video", "link_scheme", "parse_vtt"]

@@ -1,4 +1,12 @@
-"""The download index (<home>/downloads/index.json): links fetched before and their files."""
+"""The download index (<home>/downloads/index.json): links fetched before and their files.
+
+Entries are keyed by the normalised link. A second key, "<extractor>:<id>", lets another link to
+the same video (a short link, a link with extra query parameters) find it, but only when the
+extractor's id names the video on its site: the generic extractor's id is just the last part of
+the link's path, the same for http://a.example/video.mp4 and http://b.example/video.mp4, so it is
+never used as a key. Each entry records the file's size and SHA-256 when it was downloaded; a file
+that no longer matches (changed, replaced or cut short on disk) is not served, and is fetched again.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +21,24 @@ from typing import Any
 
 from core.fetch.video import FetchedVideo
 from core.files import write_atomic
+from core.media import file_sha256
 
 INDEX_NAME = "index.json"
+# Extractors whose "id" is made from the link itself (its file name), not the site's id of a video:
+# yt-dlp's generic extractor and those it runs on a page (embedded <video>, quoted HTML, Camtasia),
+# and the RTMP/MMS ones.
+_GENERIC_EXTRACTORS = frozenset(
+    {"generic", "html5mediaembed", "quotedhtml", "camtasiaembed", "rtmp", "mms", "viewsource"}
+)
+
+
+def cache_key(info: dict) -> str | None:
+    """The "<extractor>:<id>" key of a video yt-dlp described, or None when the id is not one the
+    site gave (the generic extractor, which names a video after the link's file name)."""
+    extractor, video_id = info.get("extractor_key"), info.get("id")
+    if not extractor or not video_id or str(extractor).lower() in _GENERIC_EXTRACTORS:
+        return None
+    return f"{extractor}:{video_id}"
 
 
 # =============================================================================================
@@ -43,6 +67,7 @@ def _read_index(folder: Path) -> dict:
 
 
 def _from_entry(url: str, entry: dict, folder: Path) -> FetchedVideo | None:
+    """The video of an entry, if its file is still the one downloaded (same size and SHA-256)."""
     try:
         name = str(entry["file"])
         if Path(name).name != name or name.startswith("."):
@@ -50,6 +75,9 @@ def _from_entry(url: str, entry: dict, folder: Path) -> FetchedVideo | None:
         path = folder / name
         if not path.is_file() or path.stat().st_size != int(entry.get("size", -1)):
             return None
+        recorded = entry.get("sha256")
+        if not isinstance(recorded, str) or file_sha256(path) != recorded:
+            return None  # changed on disk, or recorded before hashes were kept: fetched again
         return FetchedVideo(
             url=url,
             path=path,
@@ -65,20 +93,35 @@ def _from_entry(url: str, entry: dict, folder: Path) -> FetchedVideo | None:
         return None
 
 
-def _cached(folder: Path, url: str, key: str | None = None) -> FetchedVideo | None:
+def _cached(folder: Path, url: str, key: str | None = None) -> tuple[FetchedVideo, str] | None:
+    """(the video, its file's SHA-256) downloaded before from this link, or for this key (see
+    cache_key), when its file is still the one downloaded; else None."""
     with _INDEX_LOCK:
         index = _read_index(folder)
     entry = index["items"].get(url)
-    if entry is None and key is not None:
+    if (
+        entry is None
+        and key is not None
+        and key.split(":", 1)[0].lower() not in _GENERIC_EXTRACTORS
+    ):
         original = index["ids"].get(key)
         entry = index["items"].get(original) if original else None
-    return _from_entry(url, entry, folder) if isinstance(entry, dict) else None
+        if isinstance(entry, dict) and entry.get("key") != key:
+            entry = None
+    if not isinstance(entry, dict):
+        return None
+    video = _from_entry(url, entry, folder)
+    return (video, str(entry["sha256"])) if video is not None else None
 
 
-def _remember(folder: Path, video: FetchedVideo, key: str | None) -> None:
+def _remember(
+    folder: Path, video: FetchedVideo, key: str | None, sha256: str | None = None
+) -> None:
+    """Record a downloaded video under its link (and key); `sha256` of its file when known."""
     entry = {
         "file": video.path.name,
         "size": video.path.stat().st_size,
+        "sha256": sha256 or file_sha256(video.path),
         "title": video.title,
         "uploader": video.uploader,
         "duration": video.duration,

@@ -201,6 +201,29 @@ def _connect_socket(
         raise
 
 
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]+):", re.I)
+
+
+def link_scheme(text: str) -> str | None:
+    """The scheme ("https", "data", "javascript"...) the text starts with, in lower case, or None
+    when it does not start like a link (a path; "C:" of a Windows path is not a scheme)."""
+    match = _SCHEME.match(text.strip()) if isinstance(text, str) else None
+    return match.group(1).lower() if match else None
+
+
+def _scheme_refusal(scheme: str) -> _Refusal:
+    shown = scheme if len(scheme) <= 20 else scheme[:20] + "..."
+    if scheme == "file":
+        return _Refusal(
+            "only http:// and https:// links can be fetched, not file: links "
+            "(give a video on this machine by its path)"
+        )
+    return _Refusal(
+        f"not a web link or a file: {shown}: links cannot be fetched; "
+        "only http:// and https:// links can"
+    )
+
+
 def _split_url(url: str) -> tuple[urllib.parse.SplitResult, str, int]:
     """Parse an http(s) link: (parts, canonical host, port), or _Refusal."""
     if not isinstance(url, str) or not url.strip():
@@ -215,13 +238,12 @@ def _split_url(url: str) -> tuple[urllib.parse.SplitResult, str, int]:
         raise _Refusal(f"the link cannot be parsed ({exc})") from None
     scheme = parts.scheme.lower()
     if not scheme or (scheme not in ("http", "https") and not parts.netloc):
-        if re.match(
-            r"^[a-z][a-z0-9+.-]*:", url.strip(), re.I
-        ) and not url.strip().lower().startswith(("http:", "https:")):
-            raise _Refusal(f"only http:// and https:// links can be fetched, not {scheme}:")
+        written = link_scheme(url)
+        if written and written not in ("http", "https") and "." not in written:
+            raise _scheme_refusal(written)  # (with a dot it is a host name: http:// is missing)
         raise _Refusal("not a web link: it does not start with http:// or https://")
     if scheme not in ("http", "https"):
-        raise _Refusal(f"only http:// and https:// links can be fetched, not {scheme}:")
+        raise _scheme_refusal(scheme)
     if "@" in parts.netloc or parts.username is not None or parts.password is not None:
         raise _Refusal("links with a user name or password in them are refused")
     if "\\" in parts.netloc:

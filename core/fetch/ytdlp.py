@@ -20,7 +20,7 @@ from yt_dlp.utils import YoutubeDLError
 
 from core.config import Settings
 from core.errors import MediaError
-from core.fetch.cache import _cached, _file_name, _remember, _url_lock
+from core.fetch.cache import _cached, _file_name, _remember, _url_lock, cache_key
 from core.fetch.guard import STOPPED, _Abort, _Guard, _GuardedRH
 from core.fetch.subtitles import _pick_subtitle_language, parse_vtt
 from core.fetch.urls import (
@@ -199,8 +199,9 @@ def fetch_video(
     report = job.report
     folder = opts.home / "downloads"
     with _url_lock(clean):
-        cached = _cached(folder, clean)
-        if cached is not None:
+        hit = _cached(folder, clean)
+        if hit is not None:
+            cached = hit[0]
             size = cached.path.stat().st_size
             report(size, size, f"already downloaded: {cached.title}")
             return cached
@@ -339,12 +340,12 @@ def _download(
             guard.check()
             _check_before_download(url, info, opts)
             state["title"] = str(info.get("title") or "video")
-            key = f"{info.get('extractor_key')}:{info.get('id')}" if info.get("id") else None
+            key = cache_key(info)
             if key:
-                cached = _cached(folder, url, key)
-                if cached is not None:
-                    _remember(folder, cached, key)
-                    return cached
+                hit = _cached(folder, url, key)
+                if hit is not None:
+                    _remember(folder, hit[0], key, hit[1])
+                    return hit[0]
             language = _pick_subtitle_language(info)
             if language:
                 ydl.params["writesubtitles"] = True

@@ -45,9 +45,20 @@ class _Planned:
     resume: int | None = None  # a partly indexed video: its media id
 
 
-def scan_folder(folder: Path) -> Iterator[Path]:
-    """Files under a folder, recursively, in a stable order; hidden and system files skipped."""
-    for root, dirs, files in os.walk(folder, onerror=None, followlinks=False):
+def scan_folder(
+    folder: Path, on_error: Callable[[Path, str], None] | None = None
+) -> Iterator[Path]:
+    """Files under a folder, recursively, in a stable order; hidden and system files skipped.
+
+    A folder that cannot be listed (permission denied, removed while scanned) is passed over;
+    `on_error(folder, reason)` hears of it, the reason reading "cannot read the folder: ...".
+    """
+
+    def unreadable(exc: OSError) -> None:
+        if on_error is not None:
+            on_error(Path(exc.filename or folder), folder_error(exc))
+
+    for root, dirs, files in os.walk(folder, onerror=unreadable, followlinks=False):
         dirs[:] = sorted(
             d for d in dirs if not d.startswith(".") and d.lower() not in SYSTEM_FOLDERS
         )
@@ -55,6 +66,12 @@ def scan_folder(folder: Path) -> Iterator[Path]:
             if name.startswith(".") or name.lower() in SYSTEM_FILES:
                 continue
             yield Path(root) / name
+
+
+def folder_error(exc: OSError) -> str:
+    """The reason a folder could not be listed, as the failed-files list shows it."""
+    text = exc.strerror or str(exc)
+    return f"cannot read the folder: {text[:1].lower()}{text[1:]}"
 
 
 def _prefetch(fn: Callable, items: Iterable, workers: int, window: int) -> Iterator:

@@ -11,6 +11,7 @@ import torch
 from core.errors import MediaError
 from core.indexing.files import _Planned, _prefetch
 from core.library import NewImage
+from core.library.ingest import MissingCopy
 from core.media import (
     THUMBNAIL_SIZE,
     load_image,
@@ -55,10 +56,8 @@ def embed_images(
 
     batch: list[tuple[_Planned, tuple]] = []
 
-    def flush() -> None:
-        nonlocal done, embedded
-        if not batch:
-            return
+    def write() -> int:
+        """Embed the batch's new images and write it all; the number embedded."""
         fresh = [(p, prep) for p, prep in batch if prep[3] is None]
         vectors = (
             indexer.embedder.embed_tensors(torch.stack([prep[1] for _, prep in fresh]))
@@ -66,32 +65,50 @@ def embed_images(
             else np.empty((0, indexer.embedder.dim), np.float32)
         )
         by_plan = {id(p): v for (p, _), v in zip(fresh, vectors, strict=True)}
-        rows = []
-        for plan, (loaded, _, thumb, copy_of) in batch:
-            rows.append(
-                NewImage(
-                    path=str(plan.candidate.path),
-                    name=plan.candidate.name,
-                    sha256=plan.sha256,
-                    size=plan.size,
-                    mtime=plan.mtime,
-                    width=loaded.width,
-                    height=loaded.height,
-                    thumbnail=thumb,
-                    vector=by_plan.get(id(plan)),
-                    same_as=copy_of,
-                    replaces=plan.replaces,
-                )
+        rows = [
+            NewImage(
+                path=str(plan.candidate.path),
+                name=plan.candidate.name,
+                sha256=plan.sha256,
+                size=plan.size,
+                mtime=plan.mtime,
+                width=loaded.width,
+                height=loaded.height,
+                thumbnail=thumb,
+                vector=by_plan.get(id(plan)),
+                same_as=copy_of,
+                replaces=plan.replaces,
             )
+            for plan, (loaded, _, thumb, copy_of) in batch
+        ]
+        library.ingest.add_images(collection_id, key, rows)
+        for plan, (_, _, _, copy_of) in batch:
             if copy_of is not None:
                 report.reused += 1
             elif plan.replaces is not None:
                 report.updated += 1
             else:
                 report.added += 1
-        library.ingest.add_images(collection_id, key, rows)
+        return len(fresh)
+
+    def flush() -> None:
+        nonlocal done, embedded
+        if not batch:
+            return
+        try:
+            count = write()
+        except MissingCopy:
+            # Another run replaced every file of that content since this batch was planned (the
+            # batch was not written): embed its copies too, rather than copy a vector.
+            batch[:] = [
+                (plan, (loaded, indexer.embedder.preprocess(loaded.image), thumb, None))
+                if copy_of is not None
+                else (plan, (loaded, tensor, thumb, copy_of))
+                for plan, (loaded, tensor, thumb, copy_of) in batch
+            ]
+            count = write()
         done += len(batch)
-        embedded += len(fresh)
+        embedded += count
         rate = embedded / max(time.monotonic() - started, 1e-6)
         left = (len(plans) - embedded) / rate if rate > 0 else 0
         tick(f"{rate:.1f} images/s, about {left:.0f} s left", done)

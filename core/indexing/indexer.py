@@ -10,7 +10,9 @@ from pathlib import Path
 
 from core.config import Settings
 from core.errors import AccessDenied, MediaError
+from core.fetch.urls import link_scheme
 from core.files import write_atomic
+from core.format import format_size
 from core.indexing.files import INDEXABLE, Candidate, _Planned, _prefetch, scan_folder, upload_name
 from core.indexing.images import embed_images
 from core.indexing.videos import embed_video
@@ -21,6 +23,7 @@ from core.media import (
     UNSUPPORTED_IMAGE_EXTENSIONS,
     file_sha256,
 )
+from core.media.files import not_regular_reason
 from core.models.clip import ClipEmbedder
 from core.types import FailedFile, IndexReport, Sampling
 
@@ -45,38 +48,62 @@ class Indexer:
         """Index image and video files and folders (recursively) into a collection.
 
         Raises MediaError for a missing path and AccessDenied for a folder outside the allowed
-        roots, before anything is written. Bad files do not raise: they are recorded as failed.
+        roots, before anything is written. Bad files do not raise: they are recorded as failed
+        (so are pipes, sockets and devices, never opened); a sub-folder that cannot be read is
+        listed as failed, and what was indexed from it before is kept.
         `sampling` says how frames are taken from videos (default: the settings'); `names` gives
         files a display name other than their file name (uploads: the name the user knows).
         `job` receives progress (files done, possibly fractional, of all) and may stop the run:
-        what was written is kept, and the same call resumes.
+        what was written is kept, and the same call resumes. One run per collection writes at a
+        time: another run of the same collection (in any process) waits for this one, and says so.
         """
         candidates: list[Candidate] = []
         folders: list[Path] = []
+        unreadable: list[tuple[Path, str]] = []
         report = IndexReport(collection=collection)
         for raw in paths:
             path = Path(raw).expanduser().resolve()
             self.settings.check_folder_allowed(path if path.is_dir() else path.parent)
             if not path.exists():
-                raise MediaError(raw, "no such file or folder")
+                scheme = link_scheme(str(raw))
+                raise MediaError(
+                    raw,
+                    f"not a web link or a file: {scheme}: links cannot be indexed"
+                    if scheme and scheme not in ("http", "https")
+                    else "no such file or folder",
+                )
             if path.is_dir():
                 folders.append(path)
-                for f in scan_folder(path):
+                for f in scan_folder(path, lambda p, why: unreadable.append((p, why))):
                     if f.suffix.lower() in INDEXABLE:
                         candidates.append(Candidate(f, f.name))
                     else:
                         report.ignored += 1
             else:
                 candidates.append(Candidate(path, (names or {}).get(str(raw), path.name)))
-        return self._run(candidates, folders, report, sampling, job_or_new(job))
+        return self._run(candidates, folders, report, sampling, job_or_new(job), unreadable)
 
     def save_upload(self, name: str, data: bytes) -> Path:
         """Keep an uploaded file in the data directory (named by content, so kept once)."""
         safe = upload_name(name)
         target = self.library.uploads_dir / f"{hashlib.sha256(data).hexdigest()[:16]}_{safe}"
         if not target.exists():
+            self._check_upload_quota(safe, len(data))
             write_atomic(target, data)
         return target
+
+    def _check_upload_quota(self, name: str, size: int) -> None:
+        """In shared mode, a user's uploads stay within FRAMESCOPE_USER_UPLOAD_MB."""
+        if self.library.user is None:
+            return
+        folder = self.library.uploads_dir
+        used = sum(f.stat().st_size for f in folder.iterdir()) if folder.is_dir() else 0
+        quota = self.settings.user_upload_bytes
+        if used + size > quota:
+            raise AccessDenied(
+                f"{name}: your uploads would take {format_size(used + size)}, over your "
+                f"{format_size(quota)} (FRAMESCOPE_USER_UPLOAD_MB)"
+            )
 
     def index_uploads(
         self,
@@ -102,6 +129,29 @@ class Indexer:
         report: IndexReport,
         sampling: Sampling | None,
         job: Job,
+        unreadable: Sequence[tuple[Path, str]] = (),
+    ) -> IndexReport:
+        """The run, holding its collection's lock (waiting for another run of it to end)."""
+        lock = self.library.collection_lock(report.collection)
+        total = len(candidates)
+        if not lock.acquire(
+            on_wait=lambda message: job.report(0, total, message), stopped=lambda: job.stopped
+        ):
+            report.interrupted = True
+            return report
+        try:
+            return self._run_locked(candidates, folders, report, sampling, job, unreadable)
+        finally:
+            lock.release()
+
+    def _run_locked(
+        self,
+        candidates: list[Candidate],
+        folders: list[Path],
+        report: IndexReport,
+        sampling: Sampling | None,
+        job: Job,
+        unreadable: Sequence[tuple[Path, str]],
     ) -> IndexReport:
         library = self.library
         sampling = sampling or self.settings.sampling
@@ -116,6 +166,8 @@ class Indexer:
         }
         total = len(candidates)
         done = 0.0
+        for folder, reason in unreadable:
+            report.failed.append(FailedFile(str(folder), reason))
 
         def tick(message: str, at: float | None = None) -> None:
             job.report(done if at is None else at, total, message)
@@ -146,6 +198,11 @@ class Indexer:
                     self._fail(collection_id, cand, reason, None, None, report)
                     done += 1
                     continue
+            special = not_regular_reason(st.st_mode)
+            if special is not None:  # a pipe or a device: opening or reading it may never end
+                self._fail(collection_id, cand, special, None, None, report)
+                done += 1
+                continue
             old = stored.get(str(cand.path))
             if self._unchanged(old, st, cand, sampling):
                 report.unchanged += 1
@@ -163,6 +220,8 @@ class Indexer:
         def hash_one(item):
             try:
                 return item, file_sha256(item[0].path), None
+            except MediaError as exc:  # replaced by a pipe or a device since its stat
+                return item, None, exc.reason
             except OSError as exc:
                 return item, None, f"cannot read the file ({exc.strerror or exc})"
 
@@ -223,11 +282,15 @@ class Indexer:
             embed_video(self, plan, collection_id, sampling, report, done, tick, stop)
             done += 1
         if not report.interrupted:
-            # Files gone from the folders indexed (renames were followed above) leave the library.
+            # Files gone from the folders indexed (renames were followed above) leave the library;
+            # those under a sub-folder that could not be read are not known to be gone: they stay.
+            unseen = tuple(str(folder).rstrip("/") + "/" for folder, _ in unreadable)
             gone = []
             for folder in folders:
                 under = library.ingest.stored_files(collection_id, under=str(folder))
-                gone += [f.id for p, f in under.items() if p not in seen]
+                gone += [
+                    f.id for p, f in under.items() if p not in seen and not p.startswith(unseen)
+                ]
             report.removed = library.ingest.remove_media(gone)
         library.vectors.save_index(self.embedder.key, self.embedder.dim)
         tick("done")

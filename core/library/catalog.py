@@ -9,6 +9,7 @@ from pathlib import Path
 
 from core.errors import LibraryError
 from core.library.db import Database
+from core.library.visibility import EVERYONE, Visibility
 from core.types import CollectionInfo, MediaRecord
 
 
@@ -25,12 +26,17 @@ def frames_rel(sha256: str) -> str:
 class Catalog:
     """What the library holds: collections, images and videos with their status, and frames.
 
-    Reads only; what indexing writes is in `core.library.ingest`.
+    Reads only (but for creating a collection); what indexing writes is in `core.library.ingest`.
+    In a shared deployment each user's catalog is `scoped` to what they may see.
     """
 
-    def __init__(self, db: Database, thumbs_dir: Path) -> None:
+    def __init__(self, db: Database, thumbs_dir: Path, visibility: Visibility = EVERYONE) -> None:
         self.db = db
         self.thumbs_dir = thumbs_dir
+        self.visibility = visibility
+
+    def scoped(self, visibility: Visibility) -> Catalog:
+        return Catalog(self.db, self.thumbs_dir, visibility)
 
     def thumb_path(self, rel: str | None) -> str | None:
         return str(self.thumbs_dir / rel) if rel else None
@@ -40,6 +46,7 @@ class Catalog:
         name = name.strip()
         if not name:
             raise LibraryError("a collection needs a name")
+        name = self.visibility.stored_name(name)
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO collections(name, created) VALUES (?, ?)",
@@ -48,24 +55,31 @@ class Catalog:
             return conn.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()[0]
 
     def collections(self) -> list[CollectionInfo]:
+        visible, args = self.visibility.sql()
         rows = (
             self.db.conn()
             .execute(
-                """
+                f"""
             SELECT c.name,
                    SUM(m.kind = 'image' AND m.status = 'ok') AS images,
                    SUM(m.kind = 'video' AND m.status != 'failed') AS videos,
                    SUM(m.status = 'failed') AS failed,
                    SUM(CASE WHEN m.status = 'ok' THEN m.size ELSE 0 END) AS bytes
             FROM collections c LEFT JOIN media m ON m.collection_id = c.id
+            WHERE 1=1 {visible}
             GROUP BY c.id ORDER BY c.name
-            """
+            """,
+                args,
             )
             .fetchall()
         )
         return [
             CollectionInfo(
-                r["name"], r["images"] or 0, r["videos"] or 0, r["failed"] or 0, r["bytes"] or 0
+                self.visibility.shown_name(r["name"]),
+                r["images"] or 0,
+                r["videos"] or 0,
+                r["failed"] or 0,
+                r["bytes"] or 0,
             )
             for r in rows
         ]
@@ -73,11 +87,12 @@ class Catalog:
     def media(
         self, *, collection: str | None = None, status: str | None = None, limit: int | None = None
     ) -> list[MediaRecord]:
-        query = "SELECT m.*, c.name AS collection FROM media m JOIN collections c ON c.id = m.collection_id WHERE 1=1"
-        args: list = []
+        visible, args = self.visibility.sql()
+        query = f"SELECT m.*, c.name AS collection FROM media m JOIN collections c ON c.id = m.collection_id WHERE 1=1{visible}"
         if collection is not None:
-            query += " AND c.name = ?"
-            args.append(collection)
+            names = self.visibility.stored_names([collection])
+            query += f" AND c.name IN ({','.join('?' * len(names))})"
+            args += names
         if status is not None:
             query += " AND m.status = ?"
             args.append(status)
@@ -89,7 +104,7 @@ class Catalog:
     def _record(self, r: sqlite3.Row) -> MediaRecord:
         return MediaRecord(
             id=r["id"],
-            collection=r["collection"],
+            collection=self.visibility.shown_name(r["collection"]),
             path=r["path"],
             name=r["name"],
             kind=r["kind"],
@@ -110,31 +125,52 @@ class Catalog:
 
     def counts(self, model_key: str | None = None) -> dict[str, int]:
         conn = self.db.conn()
+        visible, args = self.visibility.sql()
+        media = f"FROM media m JOIN collections c ON c.id = m.collection_id WHERE 1=1{visible}"
         out = {
-            "collections": conn.execute("SELECT COUNT(*) FROM collections").fetchone()[0],
+            "collections": conn.execute(
+                f"SELECT COUNT(*) FROM collections c WHERE 1=1{visible}", args
+            ).fetchone()[0],
             "images": conn.execute(
-                "SELECT COUNT(*) FROM media WHERE kind='image' AND status='ok'"
+                f"SELECT COUNT(*) {media} AND m.kind='image' AND m.status='ok'", args
             ).fetchone()[0],
             "videos": conn.execute(
-                "SELECT COUNT(*) FROM media WHERE kind='video' AND status!='failed'"
+                f"SELECT COUNT(*) {media} AND m.kind='video' AND m.status!='failed'", args
             ).fetchone()[0],
-            "failed": conn.execute("SELECT COUNT(*) FROM media WHERE status='failed'").fetchone()[
-                0
-            ],
+            "failed": conn.execute(
+                f"SELECT COUNT(*) {media} AND m.status='failed'", args
+            ).fetchone()[0],
         }
         if model_key is not None:
             out["embeddings"] = conn.execute(
-                "SELECT COUNT(*) FROM embeddings WHERE model_key = ?", (model_key,)
+                "SELECT COUNT(*) FROM embeddings e JOIN media m ON m.id = e.media_id "
+                f"JOIN collections c ON c.id = m.collection_id WHERE e.model_key = ?{visible}",
+                [model_key, *args],
             ).fetchone()[0]
         return out
 
     def model_keys(self) -> dict[str, int]:
+        """Embeddings per model key (over the whole library: what the index files hold)."""
         rows = (
             self.db.conn()
             .execute("SELECT model_key, COUNT(*) FROM embeddings GROUP BY model_key")
             .fetchall()
         )
         return {r[0]: r[1] for r in rows}
+
+    def media_visible(self, media_id: int) -> bool:
+        """Whether a media row exists and this catalog's user may see it."""
+        visible, args = self.visibility.sql()
+        row = (
+            self.db.conn()
+            .execute(
+                "SELECT 1 FROM media m JOIN collections c ON c.id = m.collection_id "
+                f"WHERE m.id = ?{visible}",
+                [media_id, *args],
+            )
+            .fetchone()
+        )
+        return row is not None
 
     def videos(self, collections: Sequence[str] | None = None) -> list[MediaRecord]:
         """Videos in the library (indexed or partly indexed), newest first."""
@@ -155,6 +191,8 @@ class Catalog:
 
     def frames_of(self, media_id: int) -> list[tuple[int, float, str]]:
         """(frame id, timestamp, image path) of a video's stored frames, in time order."""
+        if not self.media_visible(media_id):
+            return []
         rows = (
             self.db.conn()
             .execute(

@@ -1,7 +1,14 @@
-"""The library database: one SQLite file (WAL), its connections, transactions and migrations."""
+"""The library database: one SQLite file (WAL), its connections, transactions and migrations.
+
+Every SQLite error met through a connection of a `Database` (a damaged page, a full disk, a lock
+held too long) is raised as a LibraryError that names the file, says what happened and how to
+recover, instead of a traceback from deep inside a query.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -118,6 +125,86 @@ def marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+# SQLite's primary result codes that say something other than "the file is damaged".
+_BUSY, _PERM, _LOCKED, _READONLY, _FULL, _CANTOPEN = 5, 3, 6, 8, 13, 14
+
+
+def library_error(path: Path, exc: sqlite3.Error) -> LibraryError:
+    """The LibraryError a user reads for an SQLite error on the library database at `path`."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in (_BUSY, _LOCKED):
+        message = (
+            f"the library database {path} stayed locked by another process for too long ({exc}); "
+            "try again when the other indexing run or app has finished"
+        )
+    elif code == _FULL:
+        message = (
+            f"the disk holding the library database {path} is full ({exc}); "
+            "free some space and try again"
+        )
+    elif code in (_READONLY, _PERM, _CANTOPEN):
+        message = (
+            f"the library database {path} cannot be written or opened ({exc}); "
+            "check its permissions and those of its folder"
+        )
+    else:
+        return damaged(path, str(exc))
+    return LibraryError(message)
+
+
+def damaged(path: Path, detail: str) -> LibraryError:
+    """The LibraryError for a damaged library database: what SQLite said, and the way out."""
+    return LibraryError(
+        f"the library database {path} is damaged ({detail}). Check it with: "
+        f"sqlite3 '{path}' 'PRAGMA integrity_check'. If that does not print 'ok', move "
+        f"{path.name} (with any {path.name}-wal and {path.name}-shm beside it) aside and "
+        "index your folders again: embeddings and thumbnails are rebuilt from the files "
+        "(captions and summaries stored in it may be saved with sqlite3's .recover)"
+    )
+
+
+def _checked(method):
+    """`method` of a cursor, its SQLite errors raised as LibraryErrors (except those of the code
+    using it: a closed connection or a wrong number of parameters stay ProgrammingErrors)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.ProgrammingError):
+                raise
+            raise library_error(self.connection.library_path, exc) from exc
+
+    return run
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose SQLite errors, from a query or while fetching its rows, are LibraryErrors."""
+
+    execute = _checked(sqlite3.Cursor.execute)
+    executemany = _checked(sqlite3.Cursor.executemany)
+    fetchone = _checked(sqlite3.Cursor.fetchone)
+    fetchmany = _checked(sqlite3.Cursor.fetchmany)
+    fetchall = _checked(sqlite3.Cursor.fetchall)
+    __next__ = _checked(sqlite3.Cursor.__next__)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements run on `_Cursor`s: SQLite errors become LibraryErrors."""
+
+    library_path: Path
+
+    def cursor(self, factory=_Cursor):
+        return super().cursor(factory)
+
+    def execute(self, sql, parameters=(), /):
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql, seq_of_parameters, /):
+        return self.cursor().executemany(sql, seq_of_parameters)
+
+
 class Database:
     """The SQLite file of a library: a connection per thread, serialized writes, migrations."""
 
@@ -132,8 +219,11 @@ class Database:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
+                conn = sqlite3.connect(
+                    self.path, timeout=60, isolation_level=None, factory=_Connection
+                )
+                conn.library_path = self.path
+                sqlite3.Connection.execute(conn, "PRAGMA journal_mode=WAL")
             except sqlite3.DatabaseError as exc:
                 raise LibraryError(f"{self.path} is not a usable library database: {exc}") from exc
             conn.execute("PRAGMA foreign_keys=ON")
@@ -151,7 +241,9 @@ class Database:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back already (a damaged page)
+                    with contextlib.suppress(LibraryError):
+                        conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
@@ -162,8 +254,12 @@ class Database:
         conn.execute("BEGIN")
         try:
             yield conn
-        finally:
-            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(LibraryError):
+                    conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def rows_in(
         self, query: str, ids: Sequence[int], *, before: Sequence = (), after: Sequence = ()
@@ -188,6 +284,15 @@ class Database:
                 for statement in _split_sql(MIGRATIONS[step]):
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def check(self, max_problems: int = 20) -> list[str]:
+        """SQLite's quick check of the whole file: [] when it is sound, else what it found."""
+        try:
+            rows = self.conn().execute(f"PRAGMA quick_check({int(max_problems)})").fetchall()
+        except LibraryError as exc:  # so damaged that the check itself cannot run
+            return [str(exc.__cause__ or exc)]
+        problems = [str(r[0]) for r in rows]
+        return [] if problems == ["ok"] else problems
 
     def close(self) -> None:
         """Close this thread's connection."""

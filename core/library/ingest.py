@@ -33,6 +33,15 @@ class NewImage:
     replaces: int | None = None  # media id of an older version of this path
 
 
+class MissingCopy(LibraryError):
+    """An image was to copy the embedding of a file with the same content, and no such embedding
+    is left (another run replaced or removed those rows since): it has to be embedded itself."""
+
+    def __init__(self, path: str, media_id: int | None) -> None:
+        self.path = path
+        super().__init__(f"{path}: the embedding to copy (media {media_id}) is gone")
+
+
 @dataclass(frozen=True)
 class StoredFile:
     """What the catalog knows of a path: enough to decide whether to index it again."""
@@ -151,7 +160,11 @@ class Ingest:
     def add_images(
         self, collection_id: int, model_key: str, images: Sequence[NewImage]
     ) -> list[int]:
-        """Write images with their thumbnails and embeddings, all in one transaction."""
+        """Write images with their thumbnails and embeddings, all in one transaction.
+
+        Raises MissingCopy (and writes nothing) when an image's `same_as` has no embedding left
+        and no other image of the same content has one either.
+        """
         for img in images:
             if img.thumbnail is not None:
                 target = self.thumbs_dir / thumb_rel(img.sha256)
@@ -197,9 +210,18 @@ class Ingest:
                         (media_id, img.same_as, model_key),
                     )
                     if copied.rowcount != 1:
-                        raise LibraryError(
-                            f"{img.path}: the embedding to copy (media {img.same_as}) is gone"
+                        # The row planned as the source was replaced since (another run of the
+                        # file): any other image with the same content has the same vector.
+                        copied = conn.execute(
+                            "INSERT INTO embeddings(model_key, media_id, vector) "
+                            "SELECT e.model_key, ?, e.vector FROM embeddings e "
+                            "JOIN media m ON m.id = e.media_id WHERE m.sha256 = ? AND m.id != ? "
+                            "AND m.kind = 'image' AND m.status = 'ok' AND e.model_key = ? "
+                            "AND e.frame_id IS NULL LIMIT 1",
+                            (media_id, img.sha256, media_id, model_key),
                         )
+                    if copied.rowcount != 1:
+                        raise MissingCopy(img.path, img.same_as)
                 ids.append(media_id)
         return ids
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import sqlite3
 import threading
@@ -13,6 +14,7 @@ import numpy as np
 from core.errors import LibraryError
 from core.library.db import Database
 from core.library.index import VectorIndex
+from core.library.visibility import EVERYONE, Visibility
 from core.types import Hit, Vectors
 
 
@@ -35,9 +37,17 @@ class VectorStore:
         self.index_dir = index_dir
         self.thumbs_dir = thumbs_dir
         self.exact_search_limit = exact_search_limit
+        self.visibility = EVERYONE
         self._index_lock = threading.RLock()
         self._indexes: dict[str, tuple[VectorIndex, int]] = {}  # model key -> (index, generation)
         self._saved_generation: dict[str, int] = {}
+
+    def scoped(self, visibility: Visibility) -> VectorStore:
+        """The same store (one FAISS cache) as one user sees it: every query keeps to the
+        collections that user may see."""
+        view = copy.copy(self)
+        view.visibility = visibility
+        return view
 
     # -- stored vectors ------------------------------------------------------------------------
 
@@ -69,7 +79,9 @@ class VectorStore:
         media_ids: Sequence[int] | None = None,
     ) -> np.ndarray:
         """Embedding ids of a scope: everything, or restricted by collection, kind and media."""
-        query, args = _scope_query("e.id", model_key, collections, kinds, media_ids)
+        query, args = _scope_query(
+            self.visibility, "e.id", model_key, collections, kinds, media_ids
+        )
         rows = self.db.conn().execute(query, args).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
@@ -83,6 +95,7 @@ class VectorStore:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Vectors]:
         """(embedding ids, media ids, timestamps (NaN for images), vectors) of a scope, in time order."""
         query, args = _scope_query(
+            self.visibility,
             "e.id, e.media_id, COALESCE(f.timestamp, 'nan'), e.vector",
             model_key,
             collections,
@@ -106,9 +119,14 @@ class VectorStore:
         return ids, media, times, vectors
 
     def embedding_of(self, embedding_id: int) -> tuple[str, np.ndarray]:
+        visible, args = self.visibility.sql()
         row = (
             self.db.conn()
-            .execute("SELECT model_key, vector FROM embeddings WHERE id = ?", (embedding_id,))
+            .execute(
+                "SELECT e.model_key, e.vector FROM embeddings e JOIN media m ON m.id = e.media_id "
+                f"JOIN collections c ON c.id = m.collection_id WHERE e.id = ?{visible}",
+                [embedding_id, *args],
+            )
             .fetchone()
         )
         if row is None:
@@ -117,12 +135,14 @@ class VectorStore:
 
     def frame_vectors(self, media_id: int, model_key: str) -> Vectors:
         """CLIP vectors of a video's frames, in time order."""
+        visible, args = self.visibility.sql()
         rows = (
             self.db.conn()
             .execute(
                 "SELECT e.id, e.vector FROM embeddings e JOIN frames f ON f.id = e.frame_id "
-                "WHERE e.media_id = ? AND e.model_key = ? ORDER BY f.timestamp",
-                (media_id, model_key),
+                "JOIN media m ON m.id = e.media_id JOIN collections c ON c.id = m.collection_id "
+                f"WHERE e.media_id = ? AND e.model_key = ?{visible} ORDER BY f.timestamp",
+                [media_id, model_key, *args],
             )
             .fetchall()
         )
@@ -233,7 +253,7 @@ class VectorStore:
         dim = int(query.shape[-1])
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, dim)
         allowed = None
-        if collections is not None or kinds is not None or media_ids is not None:
+        if _limited(self.visibility, collections, kinds, media_ids):
             allowed = self.embedding_ids(model_key, collections, kinds=kinds, media_ids=media_ids)
             if len(allowed) <= self.exact_search_limit:
                 ids, vectors = self.load(model_key, allowed.tolist())
@@ -257,7 +277,7 @@ class VectorStore:
     ) -> Vectors:
         """Up to n stored vectors drawn at random from the scope (to estimate a score distribution)."""
         rng = np.random.default_rng(seed)
-        if collections is not None or kinds is not None or media_ids is not None:
+        if _limited(self.visibility, collections, kinds, media_ids):
             ids = self.embedding_ids(model_key, collections, kinds=kinds, media_ids=media_ids)
             if len(ids) > n:
                 ids = rng.choice(ids, size=n, replace=False)
@@ -297,7 +317,7 @@ class VectorStore:
         out = []
         for eid, score in scored:
             r = by_id.get(eid)
-            if r is None:
+            if r is None or not self.visibility.sees(r["collection"]):
                 continue
             thumb = r["frame_thumb"] or r["thumb"]
             out.append(
@@ -307,7 +327,7 @@ class VectorStore:
                     path=r["path"],
                     name=r["name"],
                     kind=r["kind"],
-                    collection=r["collection"],
+                    collection=self.visibility.shown_name(r["collection"]),
                     score=round(float(score), 6),
                     size_bytes=r["size"],
                     width=r["width"],
@@ -320,20 +340,28 @@ class VectorStore:
         return out
 
 
+def _limited(visibility: Visibility, collections, kinds, media_ids) -> bool:
+    """Whether a query must keep to a part of the library (a user only sees theirs)."""
+    return any(x is not None for x in (collections, kinds, media_ids, visibility.user))
+
+
 def _scope_query(
+    visibility: Visibility,
     columns: str,
     model_key: str,
     collections: Sequence[str] | None,
     kinds: Sequence[str] | None,
     media_ids: Sequence[int] | None,
 ) -> tuple[str, list]:
+    visible, args = visibility.sql()
     query = (
         f"SELECT {columns} FROM embeddings e JOIN media m ON m.id = e.media_id "
         "JOIN collections c ON c.id = m.collection_id LEFT JOIN frames f ON f.id = e.frame_id "
-        "WHERE e.model_key = ?"
+        f"WHERE e.model_key = ?{visible}"
     )
-    args: list = [model_key]
-    for column, values in (("c.name", collections), ("m.kind", kinds), ("m.id", media_ids)):
+    args = [model_key, *args]
+    names = visibility.stored_names(collections)
+    for column, values in (("c.name", names), ("m.kind", kinds), ("m.id", media_ids)):
         if values is not None:
             query += f" AND {column} IN ({','.join('?' * len(values))})"
             args += list(values)

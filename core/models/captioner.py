@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from core.config import Settings
+from core.errors import QueryError
 from core.models.base import Model, load_or_explain, resolve_device, ways_out, weights_source
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,10 @@ class Captioner(Model):
         """One caption per RGB image. With `prompt` ("a picture of") captions continue that text.
 
         `max_new_tokens` bounds every generation: random or odd weights may never emit an end token.
+        Raises QueryError, before any work, when the prompt leaves no room for that many tokens.
         """
         prompt = (prompt or "").strip() or None
+        self.check_prompt(prompt, max_new_tokens=max_new_tokens)
         captions: list[str] = []
         for start in range(0, len(images), batch_size):
             chunk = list(images[start : start + batch_size])
@@ -55,6 +58,29 @@ class Captioner(Model):
                 texts = self.processor.batch_decode(out, skip_special_tokens=True)
             captions += [" ".join(t.split()) for t in texts]
         return captions
+
+    def prompt_limit(self, max_new_tokens: int = 30) -> int:
+        """The most tokens a prompt may have: the text model's positions
+        (`max_position_embeddings`) less the special tokens and the `max_new_tokens` to generate."""
+        positions = int(self.model.config.text_config.max_position_embeddings)
+        with self._lock:
+            special = len(self.processor.tokenizer("").input_ids)  # [CLS]/[BOS] and [SEP]
+        return max(positions - special - max_new_tokens, 0)
+
+    def check_prompt(self, prompt: str | None, *, max_new_tokens: int = 30) -> None:
+        """QueryError when `prompt` has more tokens than `prompt_limit` allows (past the model's
+        text positions generation would fail); an empty prompt always passes."""
+        prompt = (prompt or "").strip()
+        if not prompt:
+            return
+        with self._lock:  # the tokenizer is shared by all sessions
+            count = len(self.processor.tokenizer(prompt, add_special_tokens=False).input_ids)
+        limit = self.prompt_limit(max_new_tokens)
+        if count > limit:
+            raise QueryError(
+                f"the prompt is {count} tokens; this captioning model takes at most {limit} "
+                f"(with room for {max_new_tokens} more in the caption): shorten the prompt"
+            )
 
 
 def load_captioner(settings: Settings) -> Captioner:
