@@ -184,6 +184,9 @@ SETTINGS: tuple[Setting, ...] = (
             "highest video resolution fetched (lines)", "fetching"),
     Setting("FRAMESCOPE_FETCH_TIMEOUT", "fetch.timeout", "60", number(1.0, 3600.0),
             "seconds per network operation when fetching", "fetching"),
+    Setting("FRAMESCOPE_FETCH_MAX_ITEMS", "fetch.max_items", "25", whole(),
+            "most videos taken from one playlist or channel link (the first ones it lists)",
+            "fetching"),
     Setting("FRAMESCOPE_FETCH_ALLOW_LOOPBACK", "fetch.allow_loopback", "0", flag,
             "tests only: 1 lets fetching reach 127.0.0.1 and ::1 (never private networks)",
             "fetching"),
@@ -245,6 +248,7 @@ class FetchSettings:
     max_seconds: float = _default("fetch.max_seconds")
     max_height: int = _default("fetch.max_height")
     timeout: float = _default("fetch.timeout")
+    max_items: int = _default("fetch.max_items")  # videos taken from one playlist or channel
     allow_loopback: bool = _default("fetch.allow_loopback")  # tests only
 
 

@@ -29,6 +29,13 @@ class Hit:
     thumbnail: str | None
     timestamp: float | None = None  # seconds into the video, for video frames
     frame_id: int | None = None
+    sha256: str | None = None  # the file's content hash: copies of one file share it
+    copies: tuple[str, ...] = ()  # other paths of the same file, collapsed into this hit
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every path this hit stands for: its own, then its copies'."""
+        return (self.path, *self.copies)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,7 +47,9 @@ class SearchResult:
 
     hits: tuple[Hit, ...]
     cutoff: float | None  # score below which hits are hidden; None when no cutoff applies
-    query: str
+    query: str  # what was searched for: the text, the example images' names, or both
+    text: str = ""  # the text searched for, as typed (without example images)
+    examples: tuple[str, ...] = ()  # names of the example images (uploads, "more like this")
 
     @property
     def shown(self) -> tuple[Hit, ...]:
@@ -87,6 +96,7 @@ class IndexReport:
     reused: int = 0  # a copy of a file already embedded: vector copied
     removed: int = 0  # gone from disk: dropped from the library
     ignored: int = 0  # not an image or video (other file types in the folder)
+    skipped_videos: int = 0  # videos an images-only run (Image search) left for Frame search
     frames: int = 0  # video frames stored by this run
     duplicates: int = 0  # video frames dropped as near-duplicates of the previous kept frame
     failed: list[FailedFile] = field(default_factory=list)
@@ -127,3 +137,4 @@ class MediaRecord:
     duration: float | None = None  # videos, seconds
     fps: float | None = None
     note: str | None = None  # e.g. why a video's frames stop early
+    url: str | None = None  # the web link a video was fetched from (None: a file on this machine)

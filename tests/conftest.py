@@ -6,13 +6,19 @@ Helpers that build bad files live here too, so the media, store and CLI tests us
 
 from __future__ import annotations
 
+import functools
+import http.server
 import io
 import os
 import shutil
+import socket
 import sqlite3
 import struct
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -328,6 +334,129 @@ def run_cli(
         timeout=timeout,
         cwd=home.parent,
     )
+
+
+# -- the real app in a real browser -------------------------------------------------------------
+# Streamlit on 127.0.0.1 with the tiny profile (one per test module, on its own data directory),
+# Debian's Chromium driven by Playwright, and the shared media served over HTTP for web links.
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _require(condition: bool, reason: str) -> None:
+    if condition:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (browser tests must run in CI)")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    _require(Path(CHROMIUM).exists(), f"{CHROMIUM} is not installed (apt-get install chromium)")
+    _require(MEDIA.is_dir(), f"shared media not found at {MEDIA}")
+    home = tmp_path_factory.mktemp("browser-home")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "FRAMESCOPE_HOME": str(home),
+        "FRAMESCOPE_PROFILE": "tiny",
+        "HF_HUB_OFFLINE": "1",
+        "FRAMESCOPE_FETCH_ALLOW_LOOPBACK": "1",  # the summary flow fetches from a server on 127.0.0.1
+    }
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
+    log_path = home / "streamlit.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_healthy(url, proc, log_path)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail("streamlit did not start: " + log_path.read_text()[-2000:])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=120_000)  # models on 2 busy cores: slow, not broken
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def media_server():
+    """The shared media over HTTP on 127.0.0.1 (the app runs with the test-only loopback
+    setting); `.url(path)` gives a link, `.hits` counts requests per path."""
+    hits: dict[str, int] = {}
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            hits[self.path] = hits.get(self.path, 0) + 1
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Handler, directory=str(MEDIA))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = lambda path: f"http://127.0.0.1:{server.server_address[1]}/{path.lstrip('/')}"
+    server.hits = hits
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def page(browser, app_url, tmp_path, request):
+    """A fresh browser page on the app; a screenshot is kept when the test fails (and always in
+    FRAMESCOPE_SCREENSHOTS when that is set)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(180_000)
+    page.app_url = app_url
+    yield page
+    shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / f"{request.node.name}.png"), full_page=True)
+    page.close()
 
 
 # -- process exit ----------------------------------------------------------------------------

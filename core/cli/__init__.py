@@ -8,6 +8,7 @@ Modules:
     library    the library commands: index, search, status
     video      the video commands: caption, ask, summarize
     classify   the classify command: zero-shot labels for images
+    text       the ocr command: the text in images and video frames
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from core.cli.classify import cmd_classify
 from core.cli.library import cmd_index, cmd_search, cmd_status
 from core.cli.parser import _build_parser
 from core.cli.progress import printable
+from core.cli.text import cmd_ocr
 from core.cli.video import cmd_ask, cmd_caption, cmd_summarize
 from core.config import Settings
 from core.errors import FramescopeError
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             "ask": cmd_ask,
             "classify": cmd_classify,
             "summarize": cmd_summarize,
+            "ocr": cmd_ocr,
             "status": cmd_status,
         }[args.command]
         return handler(args, settings)

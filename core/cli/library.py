@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 from core.cli.progress import _ProgressLine, printable
 from core.config import Settings
@@ -13,15 +14,41 @@ from core.format import format_size, format_timestamp
 from core.types import IndexReport, Sampling, SearchResult
 
 
+def merge_reports(first: IndexReport, second: IndexReport) -> IndexReport:
+    """One report of two runs into the same collection (files, then links)."""
+    merged = IndexReport(collection=first.collection)
+    for name, value in first.to_dict().items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            setattr(merged, name, value + getattr(second, name))
+    merged.failed = [*first.failed, *second.failed]
+    merged.warnings = [*first.warnings, *second.warnings]
+    merged.interrupted = first.interrupted or second.interrupted
+    return merged
+
+
 def cmd_index(args, settings: Settings) -> int:
+    from core.cli.parser import is_web_link
+    from core.fetch import link_scheme, normalize_link
     from core.indexing import Indexer, index_report_lines
     from core.library import Library
     from core.models.clip import load_clip
 
     library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
-    for path in args.paths:
-        if not path.expanduser().exists():
-            raise MediaError(path, "no such file or folder")
+    links, paths = [], []
+    for raw in args.paths:  # links are fetched; the rest are files and folders
+        if is_web_link(raw):
+            normalize_link(raw, settings)  # a refused form or host, before loading models
+            links.append(raw)
+        elif Path(raw).expanduser().exists():
+            paths.append(Path(raw).expanduser())
+        else:
+            scheme = link_scheme(raw)
+            raise MediaError(
+                raw,
+                f"not a web link or a file: {scheme}: links cannot be indexed"
+                if scheme
+                else "no such file or folder",
+            )
     base = settings.sampling
     if args.every is not None and args.every <= 0:
         raise ConfigError("--every must be a positive number of seconds")
@@ -39,9 +66,15 @@ def cmd_index(args, settings: Settings) -> int:
     indexer = Indexer(library, embedder, settings)
     report: IndexReport | None = None
     try:
-        report = indexer.index(
-            args.paths, args.collection, sampling=sampling, job=_ProgressLine().job
-        )
+        if paths:
+            report = indexer.index(
+                paths, args.collection, sampling=sampling, job=_ProgressLine().job
+            )
+        if links:
+            fetched = indexer.index_links(
+                links, args.collection, sampling=sampling, job=_ProgressLine(items=True).job
+            )
+            report = fetched if report is None else merge_reports(report, fetched)
     except KeyboardInterrupt:
         print(
             "\nInterrupted: everything indexed so far is kept; run the same command to resume.",

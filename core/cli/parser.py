@@ -26,7 +26,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "index", help="add image and video files or folders (recursively) to the library"
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="files, folders, and web links (a video, or a playlist or channel: its first "
+        "FRAMESCOPE_FETCH_MAX_ITEMS videos)",
+    )
     p.add_argument(
         "--every",
         type=float,
@@ -102,7 +108,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "caption", help="caption a video's sampled frames, merged into segments and one caption"
     )
-    p.add_argument("video", type=Path, metavar="VIDEO")
+    p.add_argument("video", metavar="VIDEO", help="a video file, or a web link to one")
     p.add_argument(
         "--every",
         type=float,
@@ -135,7 +141,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "ask", help="ask questions about a video (or an image) with a vision-language model"
     )
-    p.add_argument("video", type=Path, metavar="VIDEO")
+    p.add_argument("video", metavar="VIDEO", help="a video or image file, or a web link to a video")
     p.add_argument("-q", "--question", help="ask once and exit (without it: an interactive prompt)")
     p.add_argument(
         "--frames",
@@ -148,6 +154,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--uniform",
         action="store_true",
         help="spread frames evenly instead of choosing those that match the question",
+    )
+    p.add_argument(
+        "--collection",
+        default="web",
+        help="collection a web link's video joins (default 'web')",
     )
     p.add_argument("--json", action="store_true", help="print the answer as JSON (with -q)")
 
@@ -206,6 +217,22 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+    p = sub.add_parser(
+        "ocr", help="read the text in images, or in sampled frames of videos (RapidOCR)"
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image or video files")
+    p.add_argument(
+        "--every", type=float, default=2.0, metavar="S", help="seconds between video frames read"
+    )
+    p.add_argument("--json", action="store_true", help="print text, scores and boxes as JSON")
+
     p = sub.add_parser("status", help="show the library, the models and the settings")
     p.add_argument("--json", action="store_true", help="print as JSON")
     return parser
+
+
+def is_web_link(text: str) -> bool:
+    """Whether an argument is an http(s) link (fetched) rather than a path."""
+    from core.fetch import link_scheme
+
+    return link_scheme(text) in ("http", "https")

@@ -31,26 +31,38 @@ def printable(text: object) -> str:
     return _UNPRINTABLE.sub(_escape, str(text))
 
 
+_ITEM = re.compile(r"^(\d+/\d+) ")  # "2/3 <title>: ..." : one video of a link's list
+_ENDED = re.compile(r": (done|already in the library)$|: failed: ")  # ... and its last line
+
+
 class _ProgressLine:
     """A job's progress on stderr: one rewritten line on a terminal, a line every few seconds
-    otherwise. Its `job` goes to the work."""
+    otherwise. Its `job` goes to the work. With `items` (the videos of web links, whose messages
+    start "2/3 <title>: "), each video's first and last lines are always shown."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, items: bool = False) -> None:
         self.tty = sys.stderr.isatty()
         self.last = 0.0
+        self.items = items
+        self.item: str | None = None
         self.job = Job(on_progress=self.show)
 
     def show(self, step: Step) -> None:
         now = time.monotonic()
         final = step.message == "done"
-        if not final and now - self.last < (0.2 if self.tty else 5.0):
+        item = _ITEM.match(step.message) if self.items else None
+        ended = item is not None and _ENDED.search(step.message) is not None
+        turn = ended or (item is not None and item.group(1) != self.item)
+        if item is not None:
+            self.item = item.group(1)
+        if not final and not turn and now - self.last < (0.2 if self.tty else 5.0):
             return
         self.last = now
-        count = f"[{int(step.done)}/{int(step.total)}] " if step.total else ""
+        count = f"[{int(step.done)}/{int(step.total)}] " if step.total and not self.items else ""
         stage = f"{step.stage}: " if step.stage else ""
         line = printable(f"{count}{stage}{step.message}")
         if self.tty:
-            sys.stderr.write("\r" + line.ljust(70) + ("\n" if final else ""))
+            sys.stderr.write("\r" + line.ljust(70) + ("\n" if final or ended else ""))
         else:
             sys.stderr.write(line + "\n")
         sys.stderr.flush()

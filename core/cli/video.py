@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from core.cli.parser import is_web_link
 from core.cli.progress import _ProgressLine, printable
 from core.config import Settings
 from core.errors import ConfigError, FramescopeError, MediaError
@@ -27,23 +28,38 @@ def cmd_caption(args, settings: Settings) -> int:
 
     if args.every <= 0 or args.max_frames < 1:
         raise ConfigError("--every must be positive and --max-frames at least 1")
-    if not args.video.expanduser().is_file():
+    link = is_web_link(args.video)
+    video = Path(args.video).expanduser()
+    if link:
+        from core.fetch import normalize_link
+
+        normalize_link(args.video, settings)  # a refused link: before any model is loaded
+    elif not video.is_file():
         raise MediaError(args.video, "no such file")
-    check_video_file(args.video.expanduser())  # a photo or a document: refused before any work
+    else:
+        check_video_file(video)  # a photo or a document: refused before any work
     captioner = load_captioner(settings)
     captioner.check_prompt(args.prompt)  # a prompt too long for the model: likewise
     library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
     embedder = load_clip(settings)
     sampling = Sampling(every=args.every, max_frames=args.max_frames, scenes=args.scenes, dedup=1.0)
+    indexer = Indexer(library, embedder, settings)
+    name = None
     try:
+        if link:  # fetched and indexed (once), then captioned as that library video
+            record = indexer.index_link(
+                args.video, args.collection, sampling=sampling, job=_ProgressLine().job
+            )
+            video, name = Path(record.path), record.name
         result = caption_video(
             library,
-            Indexer(library, embedder, settings),
+            indexer,
             captioner,
-            args.video.expanduser(),
+            video,
             sampling=sampling,
             prompt=args.prompt,
             collection=args.collection,
+            name=name,
             job=_ProgressLine().job,
         )
     except KeyboardInterrupt:
@@ -75,10 +91,24 @@ def cmd_ask(args, settings: Settings) -> int:
 
     if args.frames < 1:
         raise ConfigError("--frames must be at least 1")
-    video = args.video.expanduser()
-    if not video.is_file():
+    video, name = Path(args.video).expanduser(), None
+    link = is_web_link(args.video)
+    if link:
+        from core.fetch import normalize_link
+
+        normalize_link(args.video, settings)  # a refused link: before any model is loaded
+    elif not video.is_file():
         raise MediaError(args.video, "no such file")
     embedder = load_clip(settings)
+    if link:  # fetched and indexed (once) into the library, then asked about
+        from core.indexing import Indexer
+        from core.library import Library
+
+        library = Library(settings.home, exact_search_limit=settings.exact_search_limit)
+        record = Indexer(library, embedder, settings).index_link(
+            args.video, args.collection, job=_ProgressLine().job
+        )
+        video, name = Path(record.path), record.name
     frames = FRAMES.get(video, embedder, settings)
     vlm = load_vlm(settings)
     selection = UNIFORM if args.uniform else QUESTION
@@ -116,7 +146,7 @@ def cmd_ask(args, settings: Settings) -> int:
             print(_frames_line(result))
         return 0
     print(
-        f"Ask about {printable(video.name)} ({len(frames.images)} frames decoded). "
+        f"Ask about {printable(name or video.name)} ({len(frames.images)} frames decoded). "
         "Type exit to leave."
     )
     return _chat(answer)

@@ -6,6 +6,7 @@ Modules:
   link_scheme (does a text start like a link, and with which scheme).
 - guard: the per-fetch guard and yt-dlp's only request handler, which connects through it.
 - ytdlp: fetch_video and the yt-dlp driver (only native downloaders, FFmpeg on local files only).
+- playlists: list_link_items, the videos of a playlist or channel link (flat, nothing downloaded).
 - subtitles: parse_vtt and the choice of subtitle language.
 - cache: the download index, <home>/downloads/index.json.
 
@@ -31,9 +32,18 @@ media (not a playlist or a script that could make FFmpeg open other files or URL
 
 from __future__ import annotations
 
+from core.fetch.playlists import list_link_items
 from core.fetch.subtitles import parse_vtt
-from core.fetch.urls import check_url, link_scheme
+from core.fetch.urls import check_url, link_scheme, normalize_link
 from core.fetch.video import FetchedVideo
 from core.fetch.ytdlp import fetch_video
 
-__all__ = ["FetchedVideo", "check_url", "fetch_video", "link_scheme", "parse_vtt"]
+__all__ = [
+    "FetchedVideo",
+    "check_url",
+    "fetch_video",
+    "link_scheme",
+    "list_link_items",
+    "normalize_link",
+    "parse_vtt",
+]

@@ -274,6 +274,13 @@ def check_url(url: str, settings: Settings) -> str:
     return clean
 
 
+def normalize_link(url: str, settings: Settings) -> str:
+    """The link as fetch_video records it (normalised), without looking its host up: MediaError
+    (or AccessDenied) when its form or host is refused. check_url also checks the addresses."""
+    clean, _, _ = _normalize(url, _options(settings))
+    return clean
+
+
 def _normalize(url: str, opts: _Options) -> tuple[str, str, int]:
     """(normalised link, host, port) when the link's form and host are allowed (no DNS yet)."""
     label = url.strip()[:300] if isinstance(url, str) and url.strip() else "(empty link)"

@@ -135,6 +135,20 @@ def _short(exc: BaseException) -> str:
     return first[:300]
 
 
+def _title(info: dict, fallback: str) -> str:
+    """The video's title; a page's only <video> is named after the page ("A page", not yt-dlp's
+    "A page (1)", the number it gives each video it finds in a page)."""
+    title = str(info.get("title") or fallback)
+    if (
+        str(info.get("extractor_key") or "").lower() == "html5mediaembed"
+        and str(info.get("id") or "").endswith("-1")
+        and title.endswith(" (1)")
+        and not info.get("playlist_count")
+    ):
+        title = title[: -len(" (1)")] or title
+    return title
+
+
 def _format_selector(height: int) -> str:
     # the best up to the cap; when every format is taller, the smallest one
     return f"bv*[height<=?{height}]+ba/b[height<=?{height}]/wv*+ba/w"
@@ -417,7 +431,7 @@ def _download(
     fetched = FetchedVideo(
         url=url,
         path=final,
-        title=str(info.get("title") or final.stem),
+        title=_title(info, final.stem),
         uploader=str(uploader) if uploader else None,
         duration=float(duration)
         if isinstance(duration, (int, float)) and duration > 0

@@ -10,12 +10,14 @@ Modules:
     indexer  the Indexer: plans each file (skip, rename, copy, embed), records failures, reports
     images   images embedded in batches while loader threads prepare the next ones
     videos   videos sampled in a thread while their frames are embedded, resumable per frame
+    links    web links: fetched once (core.fetch), indexed with their title and link; playlists
 """
 
 from __future__ import annotations
 
 from core.indexing.files import INDEXABLE, Candidate, scan_folder, upload_name
 from core.indexing.indexer import Indexer, index_report_lines
+from core.indexing.links import link_step_text
 from core.indexing.videos import FRAME_IMAGE_SIZE
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "Candidate",
     "Indexer",
     "index_report_lines",
+    "link_step_text",
     "scan_folder",
     "upload_name",
 ]

@@ -28,7 +28,8 @@ INDEXABLE = IMAGE_EXTENSIONS | UNSUPPORTED_IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 @dataclass(frozen=True)
 class Candidate:
     path: Path
-    name: str  # display name: the file name, or an upload's original name
+    name: str  # display name: the file name, an upload's original name, or a video's title
+    url: str | None = None  # the web link a downloaded video was fetched from
 
     @property
     def is_video(self) -> bool:

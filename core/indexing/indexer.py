@@ -13,6 +13,7 @@ from core.errors import AccessDenied, MediaError
 from core.fetch.urls import link_scheme
 from core.files import write_atomic
 from core.format import format_size
+from core.indexing import links
 from core.indexing.files import INDEXABLE, Candidate, _Planned, _prefetch, scan_folder, upload_name
 from core.indexing.images import embed_images
 from core.indexing.videos import embed_video
@@ -25,7 +26,7 @@ from core.media import (
 )
 from core.media.files import not_regular_reason
 from core.models.clip import ClipEmbedder
-from core.types import FailedFile, IndexReport, Sampling
+from core.types import FailedFile, IndexReport, MediaRecord, Sampling
 
 
 class Indexer:
@@ -44,6 +45,7 @@ class Indexer:
         sampling: Sampling | None = None,
         job: Job | None = None,
         names: dict[str, str] | None = None,
+        images_only: bool = False,
     ) -> IndexReport:
         """Index image and video files and folders (recursively) into a collection.
 
@@ -56,6 +58,8 @@ class Indexer:
         `job` receives progress (files done, possibly fractional, of all) and may stop the run:
         what was written is kept, and the same call resumes. One run per collection writes at a
         time: another run of the same collection (in any process) waits for this one, and says so.
+        `images_only` (the Image search page) leaves videos alone: they are counted in
+        `report.skipped_videos` (left for Frame search), neither indexed nor removed.
         """
         candidates: list[Candidate] = []
         folders: list[Path] = []
@@ -81,7 +85,36 @@ class Indexer:
                         report.ignored += 1
             else:
                 candidates.append(Candidate(path, (names or {}).get(str(raw), path.name)))
-        return self._run(candidates, folders, report, sampling, job_or_new(job), unreadable)
+        if images_only:
+            report.skipped_videos = sum(c.is_video for c in candidates)
+            candidates = [c for c in candidates if not c.is_video]
+        return self._run(
+            candidates, folders, report, sampling, job_or_new(job), unreadable, images_only
+        )
+
+    def index_link(
+        self,
+        url: str,
+        collection: str = "web",
+        *,
+        sampling: Sampling | None = None,
+        job: Job | None = None,
+    ) -> MediaRecord:
+        """A web link's video fetched and indexed with its title and link (or found in the
+        collection, neither fetched nor indexed again): see core.indexing.links.index_link."""
+        return links.index_link(self, url, collection, sampling=sampling, job=job)[0]
+
+    def index_links(
+        self,
+        urls: Sequence[str],
+        collection: str = "web",
+        *,
+        sampling: Sampling | None = None,
+        job: Job | None = None,
+    ) -> IndexReport:
+        """The videos of web links (a video, or a playlist's or channel's first ones) indexed one
+        by one, failures in the report: see core.indexing.links.index_links."""
+        return links.index_links(self, urls, collection, sampling=sampling, job=job)
 
     def save_upload(self, name: str, data: bytes) -> Path:
         """Keep an uploaded file in the data directory (named by content, so kept once)."""
@@ -130,6 +163,7 @@ class Indexer:
         sampling: Sampling | None,
         job: Job,
         unreadable: Sequence[tuple[Path, str]] = (),
+        images_only: bool = False,
     ) -> IndexReport:
         """The run, holding its collection's lock (waiting for another run of it to end)."""
         lock = self.library.collection_lock(report.collection)
@@ -140,7 +174,9 @@ class Indexer:
             report.interrupted = True
             return report
         try:
-            return self._run_locked(candidates, folders, report, sampling, job, unreadable)
+            return self._run_locked(
+                candidates, folders, report, sampling, job, unreadable, images_only
+            )
         finally:
             lock.release()
 
@@ -152,6 +188,7 @@ class Indexer:
         sampling: Sampling | None,
         job: Job,
         unreadable: Sequence[tuple[Path, str]],
+        images_only: bool = False,
     ) -> IndexReport:
         library = self.library
         sampling = sampling or self.settings.sampling
@@ -289,7 +326,11 @@ class Indexer:
             for folder in folders:
                 under = library.ingest.stored_files(collection_id, under=str(folder))
                 gone += [
-                    f.id for p, f in under.items() if p not in seen and not p.startswith(unseen)
+                    f.id
+                    for p, f in under.items()
+                    if p not in seen
+                    and not p.startswith(unseen)
+                    and not (images_only and Candidate(Path(p), "").is_video)  # not looked at
                 ]
             report.removed = library.ingest.remove_media(gone)
         library.vectors.save_index(self.embedder.key, self.embedder.dim)
@@ -321,7 +362,7 @@ class Indexer:
     ) -> None:
         kind = kind or ("video" if cand.is_video else "image")
         self.library.ingest.record_failure(
-            collection_id, str(cand.path), cand.name, reason, size, mtime, kind=kind
+            collection_id, str(cand.path), cand.name, reason, size, mtime, kind=kind, url=cand.url
         )
         report.failed.append(FailedFile(self._label(cand), reason))
 
@@ -339,6 +380,10 @@ def index_report_lines(report: IndexReport) -> list[str]:
             (report.removed, "removed"),
             (len(report.failed), "failed"),
             (report.ignored, "other files ignored"),
+            (
+                report.skipped_videos,
+                f"video{'s' if report.skipped_videos > 1 else ''} left for Frame search",
+            ),
             (report.frames, "video frames stored"),
             (report.duplicates, "near-duplicate frames dropped"),
         )

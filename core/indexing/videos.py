@@ -63,6 +63,7 @@ def embed_video(
             fps=info.fps,
             sampling=sampling.key(),
             replaces=plan.replaces,
+            url=cand.url,
         )
         resume_after, last_kept = None, None
     sampler = FrameSampler(

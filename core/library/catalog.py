@@ -85,8 +85,14 @@ class Catalog:
         ]
 
     def media(
-        self, *, collection: str | None = None, status: str | None = None, limit: int | None = None
+        self,
+        *,
+        collection: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        url: str | None = None,
     ) -> list[MediaRecord]:
+        """Media rows, newest first; `url` keeps those fetched from that web link."""
         visible, args = self.visibility.sql()
         query = f"SELECT m.*, c.name AS collection FROM media m JOIN collections c ON c.id = m.collection_id WHERE 1=1{visible}"
         if collection is not None:
@@ -96,6 +102,9 @@ class Catalog:
         if status is not None:
             query += " AND m.status = ?"
             args.append(status)
+        if url is not None:
+            query += " AND m.url = ?"
+            args.append(url)
         query += " ORDER BY m.added DESC, m.id DESC"
         if limit is not None:
             query += f" LIMIT {int(limit)}"
@@ -118,6 +127,7 @@ class Catalog:
             duration=r["duration"],
             fps=r["fps"],
             note=r["note"],
+            url=r["url"],
         )
 
     def failed_files(self, collection: str | None = None) -> list[MediaRecord]:

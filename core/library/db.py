@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.errors import LibraryError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Each migration brings the schema from version i to i+1, and says why it exists.
 MIGRATIONS: list[str] = [
     # v1: the first schema. Media rows are unique per (collection, path): an image, or a video with
@@ -106,6 +106,14 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER embeddings_removed AFTER DELETE ON embeddings BEGIN
         UPDATE index_generation SET generation = generation + 1 WHERE model_key = OLD.model_key;
     END;
+    """,
+    # v2: the web link a video was fetched from (NULL for files indexed from this machine). A video
+    # fetched from a link keeps it, so that the same link given again finds the video already in
+    # the collection (nothing fetched or indexed twice), and the pages can say where it came from.
+    # The index serves that look-up: a collection's rows by link.
+    """
+    ALTER TABLE media ADD COLUMN url TEXT;
+    CREATE INDEX media_url ON media(collection_id, url) WHERE url IS NOT NULL;
     """,
 ]
 

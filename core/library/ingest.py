@@ -234,17 +234,24 @@ class Ingest:
         size: int | None,
         mtime: float | None,
         kind: str = "image",
+        url: str | None = None,
     ) -> None:
-        """Remember a file that could not be indexed, and why; an older good row of the path is replaced."""
+        """Remember a file that could not be indexed, and why; an older good row of the path is
+        replaced. `url`: the web link the file was fetched from."""
         with self.db.transaction() as conn:
             conn.execute(
                 "DELETE FROM media WHERE collection_id = ? AND path = ?", (collection_id, path)
             )
             conn.execute(
-                "INSERT INTO media(collection_id, path, name, kind, size, mtime, status, error, added) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'failed', ?, ?)",
-                (collection_id, path, name, kind, size, mtime, reason, time.time()),
+                "INSERT INTO media(collection_id, path, name, kind, size, mtime, status, error, url, added) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?)",
+                (collection_id, path, name, kind, size, mtime, reason, url, time.time()),
             )
+
+    def link(self, media_id: int, url: str, name: str) -> None:
+        """A row (indexed before from the same file) is now also known by this web link and name."""
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE media SET url = ?, name = ? WHERE id = ?", (url, name, media_id))
 
     def touch(self, media_id: int, size: int, mtime: float) -> None:
         with self.db.transaction() as conn:
@@ -300,9 +307,19 @@ class Ingest:
         fps: float,
         sampling: str,
         replaces: int | None = None,
+        url: str | None = None,
     ) -> int:
-        """A video row in state 'partial': its frames are added batch by batch, then finish_video."""
+        """A video row in state 'partial': its frames are added batch by batch, then finish_video.
+        `url`: the web link the video was fetched from."""
         with self.db.transaction() as conn:
+            if url is None:  # a fetched video sampled again keeps its link and its title
+                row = conn.execute(
+                    "SELECT url, name FROM media WHERE ((collection_id = ? AND path = ?) OR id = ?) "
+                    "AND url IS NOT NULL LIMIT 1",
+                    (collection_id, path, replaces),
+                ).fetchone()
+                if row is not None:
+                    url, name = row[0], row[1]
             if replaces is not None:
                 conn.execute("DELETE FROM media WHERE id = ?", (replaces,))
             conn.execute(
@@ -310,7 +327,8 @@ class Ingest:
             )
             cur = conn.execute(
                 "INSERT INTO media(collection_id, path, name, kind, sha256, size, mtime, width, height, "
-                "duration, fps, status, sampling, added) VALUES (?, ?, ?, 'video', ?, ?, ?, ?, ?, ?, ?, 'partial', ?, ?)",
+                "duration, fps, status, sampling, url, added) "
+                "VALUES (?, ?, ?, 'video', ?, ?, ?, ?, ?, ?, ?, 'partial', ?, ?, ?)",
                 (
                     collection_id,
                     path,
@@ -323,6 +341,7 @@ class Ingest:
                     duration,
                     fps,
                     sampling,
+                    url,
                     time.time(),
                 ),
             )
