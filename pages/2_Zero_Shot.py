@@ -36,10 +36,10 @@ from ui.components import (
     zeroshot_heatmap,
 )
 from ui.page import load_or_stop, start_page
-from ui.resources import get_embedder, get_indexer
+from ui.resources import get_embedder
+from ui.widgets import show_video_error, video_source
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
-VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
 SOURCES = ["Upload images", "Images in the library", "Video frames", "A folder (batch)"]
 
 page = start_page("Zero-shot classification")
@@ -49,67 +49,73 @@ embedder = load_or_stop(get_embedder)
 
 sources = SOURCES if settings.mode == "local" else SOURCES[:3]
 source = st.radio("Images from", sources, horizontal=True)
-uploads, records, video_path, folder = [], [], None, ""
+uploads, records, chosen, folder = [], [], None, ""
 if source == "Upload images":
     uploads = (
         st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="zs-images")
         or []
     )
+    given = "images:" + ",".join(u.file_id for u in uploads)
 elif source == "Images in the library":
     names = [c.name for c in library.catalog.collections() if c.images]
-    chosen = st.multiselect("Collections", names, default=names[:1])
+    chosen_collections = st.multiselect("Collections", names, default=names[:1])
     records = [
         m
         for m in library.catalog.media(status="ok")
-        if m.kind == "image" and m.collection in chosen
+        if m.kind == "image" and m.collection in chosen_collections
     ][:500]
     st.caption(f"{len(records)} images (at most 500)")
+    given = "library:" + ",".join(str(r.id) for r in records)
 elif source == "Video frames":
-    videos = library.catalog.videos()
-    upload = st.file_uploader(
-        "Video file (or pick one from the library below)", type=VIDEO_TYPES, key="zs-video"
-    )
-    if upload is not None:
-        video_path = get_indexer().save_upload(upload.name, upload.getvalue())
-    elif videos:
-        record = st.selectbox("Video in the library", videos, format_func=lambda v: v.name)
-        video_path = Path(record.path)
+    chosen = video_source("zs-video")
     every = st.number_input("Seconds between frames", 0.1, 600.0, 1.0, 0.5)
+    given = f"video:{chosen.key}" if chosen is not None else "video:"
 else:
-    folder = st.text_input(
-        "Folder (sub-folders named like labels give accuracy and a confusion matrix)",
-        placeholder="/home/me/labelled",
-    )
+    given = None  # the folder is typed in the form below
 
-c1, c2 = st.columns([1, 2])
+c1, c2, c3 = st.columns(3)
 preset = c1.selectbox("Preset labels", ["(none)", *LABEL_PRESETS])
 default_labels = ", ".join(LABEL_PRESETS[preset]) if preset != "(none)" else ""
-labels_text = c2.text_area(
-    "Labels (comma or line separated)", value=default_labels, key=f"zs-labels-{preset}", height=80
-)
-with st.expander("Prompt templates (ensembled: each label's vector is the mean over templates)"):
-    templates_text = st.text_area(
-        "One template per line; {} is the label", "\n".join(DEFAULT_TEMPLATES), height=200
+multi_label = c2.radio("Mode", ["Single label", "Multi-label"], horizontal=True) == "Multi-label"
+threshold = c3.slider("Multi-label threshold", 0.0, 1.0, 0.5, 0.05, disabled=not multi_label)
+with st.form("zs-form", border=False):  # Enter in the folder box (Ctrl+Enter in the labels) runs it
+    if source == "A folder (batch)":
+        folder = st.text_input(
+            "Folder (sub-folders named like labels give accuracy and a confusion matrix)",
+            placeholder="/home/me/labelled",
+        )
+        given = f"folder:{folder.strip()}"
+    labels_text = st.text_area(
+        "Labels (comma or line separated)",
+        value=default_labels,
+        key=f"zs-labels-{preset}",
+        height=80,
     )
-m1, m2 = st.columns(2)
-multi_label = m1.radio("Mode", ["Single label", "Multi-label"], horizontal=True) == "Multi-label"
-threshold = m2.slider("Multi-label threshold", 0.0, 1.0, 0.5, 0.05, disabled=not multi_label)
+    with st.expander(
+        "Prompt templates (ensembled: each label's vector is the mean over templates)"
+    ):
+        templates_text = st.text_area(
+            "One template per line; {} is the label", "\n".join(DEFAULT_TEMPLATES), height=200
+        )
+    run = st.form_submit_button("Classify", type="primary", icon=":material/label:")
 
-if st.button("Classify", type="primary", icon=":material/label:"):
+if run:
+    # A new run replaces what was shown: its results, or its error, and nothing older.
+    st.session_state.pop("zeroshot", None)
     try:
         templates = parse_templates(templates_text)
         labels, warnings = parse_labels(labels_text, embedder, templates)
         for warning in warnings:
             st.warning(plain(warning))
-        state: dict = {"labels": labels, "templates": templates, "source": source}
+        state: dict = {"labels": labels, "templates": templates, "for": given}
         if source == "Video frames":
-            if video_path is None:
+            if chosen is None:
                 raise FramescopeError("pick or upload a video first")
             limits = settings.video
             with st.spinner("Sampling and classifying frames…"):
                 state["video"] = classify_video(
                     embedder,
-                    video_path,
+                    chosen.path,
                     labels,
                     templates,
                     every=every,
@@ -184,10 +190,11 @@ if st.button("Classify", type="primary", icon=":material/label:"):
             state["failed"] = failed
         st.session_state["zeroshot"] = state
     except FramescopeError as exc:
-        st.session_state.pop("zeroshot", None)
-        show_error(exc)
+        show_video_error(exc, chosen)
 
 state = st.session_state.get("zeroshot")
+if state and state.get("for") != given:
+    state = None  # made for other images, another video or folder: not shown for these
 if state and "result" in state:
     result, names = state["result"], state["names"]
     for reason in state.get("failed", []):
@@ -249,10 +256,12 @@ if state and "video" in state:
     frames = state["video"]
     c = frames.classification
     values = c.scores if c.multi_label else c.probs
-    chart = labels_over_time(frames.timestamps, values, c.labels)
-    st.plotly_chart(chart, key="zs-video")
+    what = "score (label on its own)" if c.multi_label else "probability"
+    chart = labels_over_time(frames.timestamps, values, c.labels, what)
+    st.subheader("Labels over time")
+    st.plotly_chart(chart, key="zs-timeline")
     if frames.truncated:
-        st.warning(plain(frames.truncated))
+        st.warning(plain(chosen.mention(frames.truncated) if chosen else frames.truncated))
     st.download_button(
         "Export CSV",
         classification_to_csv([format_timestamp(t) for t in frames.timestamps], c),

@@ -20,14 +20,13 @@ from core.indexing import upload_name
 from core.types import Sampling
 from ui.components import ProgressBar, plain, show_error
 from ui.page import start_page
-from ui.resources import (
-    get_captioner,
-    get_embedder,
-    get_indexer,
-    get_llm,
-)
+from ui.resources import get_captioner, get_embedder, get_indexer, get_llm
+from ui.widgets import show_video_error, video_source
 
-VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
+
+def count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
 
 page = start_page("Video captions")
 settings = page.settings
@@ -39,92 +38,80 @@ except FramescopeError as exc:
     show_error(exc)
     st.stop()
 
-videos = library.catalog.videos()
-source = st.radio(
-    "Video", ["Upload a video", "From the library"], horizontal=True, index=1 if videos else 0
-)
-upload = None
-record = None
-if source == "Upload a video":
-    upload = st.file_uploader("Video file", type=VIDEO_TYPES, key="caption-upload")
-elif videos:
-    record = st.selectbox(
-        "Video in the library",
-        videos,
-        format_func=lambda v: f"{v.name} ({format_timestamp(v.duration or 0)})",
+chosen = video_source("captions")
+
+with st.form("caption-form", border=False):
+    c1, c2, c3, c4 = st.columns(4)
+    every = c1.number_input(
+        "Seconds between frames",
+        0.1,
+        3600.0,
+        2.0,
+        0.5,
+        help="A 10 s clip gets 5 frames; longer videos are capped below.",
     )
-else:
-    st.info("No videos in the library yet: upload one.")
+    max_frames = c2.number_input(
+        "Most frames",
+        1,
+        2000,
+        120,
+        10,
+        help="Longer videos get an evenly wider interval: 120 frames cover an hour every 30 s.",
+    )
+    scenes = c3.toggle("One frame per shot (scene mode)")
+    prompt = c4.text_input(
+        "Caption prompt (optional)",
+        placeholder="a picture of",
+        help="Captions continue this text.",
+    )
+    st.caption(
+        "Changing the sampling of a video already in the library samples it again. Leaving the "
+        "page stops captioning; captions so far are kept and the next run continues."
+    )
+    start = st.form_submit_button(
+        "Caption video", type="primary", icon=":material/subtitles:", disabled=chosen is None
+    )
 
-c1, c2, c3, c4 = st.columns(4)
-every = c1.number_input(
-    "Seconds between frames",
-    0.1,
-    3600.0,
-    2.0,
-    0.5,
-    help="A 10 s clip gets 5 frames; longer videos are capped below.",
-)
-max_frames = c2.number_input(
-    "Most frames",
-    1,
-    2000,
-    120,
-    10,
-    help="Longer videos get an evenly wider interval: 120 frames cover an hour every 30 s.",
-)
-scenes = c3.toggle("One frame per shot (scene mode)")
-prompt = c4.text_input(
-    "Caption prompt (optional)", placeholder="a picture of", help="Captions continue this text."
-)
-st.caption(
-    "Changing the sampling of a video already in the library samples it again. Leaving the page stops captioning; captions so far are kept and the next run continues."
-)
-
-if st.button(
-    "Caption video",
-    type="primary",
-    icon=":material/subtitles:",
-    disabled=upload is None and record is None,
-):
+if start and chosen is not None:
     sampling = Sampling(every=every, max_frames=int(max_frames), scenes=scenes, dedup=1.0)
+    # A new run replaces what was shown: its results, or its error, and nothing older.
+    for name in ("captions", "caption_folder", "caption_paragraph"):
+        st.session_state.pop(name, None)
+    # A library video is captioned where it is; an upload joins the "videos" collection.
+    record = next((v for v in library.catalog.videos() if v.id == chosen.media_id), None)
+    collection, stored_as = (
+        (record.collection, record.name) if record else ("videos", upload_name(chosen.name))
+    )
     try:
         captioner.check_prompt(prompt)  # too long for the model: said before any work
-        indexer = get_indexer()
-        if upload is not None:
-            path, name, collection = (
-                indexer.save_upload(upload.name, upload.getvalue()),
-                upload_name(upload.name),
-                "videos",
-            )
-        else:
-            path, name, collection = Path(record.path), record.name, record.collection
         with ProgressBar("Captioning") as progress:
-            st.session_state["captions"] = caption_video(
+            captions = caption_video(
                 library,
-                indexer,
+                get_indexer(),
                 captioner,
-                path,
+                chosen.path,
                 sampling=sampling,
                 prompt=prompt.strip(),
                 collection=collection,
-                name=name,
+                name=stored_as,
                 job=progress.job,
             )
-        st.session_state.pop("caption_folder", None)
-        st.session_state.pop("caption_paragraph", None)
+        st.session_state["captions"] = {"video": chosen.key, "result": captions}
     except FramescopeError as exc:
-        show_error(exc)
+        show_video_error(FramescopeError(str(exc).replace(stored_as, chosen.name)), chosen)
 
-result = st.session_state.get("captions")
+made = st.session_state.get("captions")
+# Results belong to the video they were made for: shown only while it is the chosen one.
+result = made["result"] if made and chosen is not None and made["video"] == chosen.key else None
 if result is not None:
     st.subheader("Caption")
     st.text(result.overall)
     st.caption(
-        f"{plain(result.video)} · {len(result.frames)} frames · {len(result.segments)} segments · chosen as {result.overall_method}"
+        f"{plain(result.video)} · {count(len(result.frames), 'frame')} · "
+        f"{count(len(result.segments), 'segment')} · chosen as {result.overall_method}"
     )
     if result.note:
-        st.warning(plain(result.note))
+        st.warning(plain(chosen.mention(result.note)))
     if st.button(
         "Write a paragraph with the text model",
         icon=":material/notes:",

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from core.errors import FramescopeError
 from core.format import format_timestamp
-from core.media import probe_video, transcode_for_browser
+from core.media import load_image
 from core.qa import FRAMES, QUESTION, UNIFORM, ask, images_as_frames
 from ui.components import plain, show_error
 from ui.page import start_page
-from ui.resources import get_embedder, get_indexer, get_vlm
+from ui.resources import get_embedder, get_vlm
+from ui.widgets import play, show_video_error, video_source
 
-VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
+VIDEO, IMAGES = "A video", "Images"
 
 page = start_page("Ask about a video")
 settings = page.settings
@@ -28,27 +27,11 @@ except FramescopeError as exc:
     st.stop()
 st.caption(f"Model: {plain(vlm.name)}")
 
-videos = library.catalog.videos()
-source = st.radio(
-    "Ask about",
-    ["A video from the library", "An uploaded video", "Images"],
-    horizontal=True,
-    index=0 if videos else 1,
-)
-path = None
+about = st.radio("Ask about", [VIDEO, IMAGES], horizontal=True, key="qa-about")
+chosen = None
 uploads = []
-if source == "A video from the library":
-    if videos:
-        record = st.selectbox(
-            "Video", videos, format_func=lambda v: f"{v.name} ({format_timestamp(v.duration or 0)})"
-        )
-        path = Path(record.path)
-    else:
-        st.info("No videos in the library yet: upload one, or add some on the Frame search page.")
-elif source == "An uploaded video":
-    upload = st.file_uploader("Video file", type=VIDEO_TYPES, key="qa-video")
-    if upload is not None:
-        path = get_indexer().save_upload(upload.name, upload.getvalue())
+if about == VIDEO:
+    chosen = video_source("qa")
 else:
     uploads = (
         st.file_uploader(
@@ -70,35 +53,49 @@ selection = c2.radio(
     help="Matching: half the frames are those CLIP finds most similar to the question, the rest cover the video evenly.",
 )
 
-chat_key = str(path) if path is not None else "images:" + ",".join(u.name for u in uploads)
+
+def _readable_images(files) -> list[tuple[str, bytes]]:
+    """The uploaded images that can be read; each one that cannot is named, with the reason."""
+    good = []
+    for file in files:
+        data = file.getvalue()
+        try:
+            load_image(
+                data,
+                name=file.name,
+                max_bytes=settings.max_image_bytes,
+                max_pixels=settings.max_image_pixels,
+            )
+        except FramescopeError as exc:
+            st.warning(f"Skipped {plain(str(exc))}", icon=":material/warning:")
+            continue
+        good.append((file.name, data))
+    return good
+
+
+chat_key = chosen.key if chosen is not None else "images:" + ",".join(u.file_id for u in uploads)
 chats = st.session_state.setdefault("qa_chats", {})
 history = chats.setdefault(chat_key, [])
 
 frames = None
-if path is not None or uploads:
+if chosen is not None:
     try:
         with st.spinner("Decoding frames…"):
-            if path is not None:
-                frames = FRAMES.get(path, embedder, settings)
-            else:
-                frames = images_as_frames(
-                    [(u.name, u.getvalue()) for u in uploads], embedder, settings
-                )
+            frames = FRAMES.get(chosen.path, embedder, settings)
         if frames.note:
-            st.warning(plain(frames.note))
-    except FramescopeError as exc:
-        show_error(exc)
-
-if path is not None and frames is not None:
-    start = st.session_state.get("qa_seek", {}).get(chat_key, 0.0)
-    try:
-        limits = settings.video
-        st.video(
-            str(transcode_for_browser(probe_video(path, limits), settings.home / "playback")),
-            start_time=int(start),
-        )
-    except FramescopeError as exc:
-        show_error(exc)
+            st.warning(plain(chosen.mention(frames.note)))
+    except (FramescopeError, OSError) as exc:
+        show_video_error(FramescopeError(str(exc)), chosen)
+elif uploads:
+    readable = _readable_images(uploads)
+    if readable:
+        try:
+            with st.spinner("Reading the images…"):
+                frames = images_as_frames(readable, embedder, settings)
+        except FramescopeError as exc:
+            show_error(exc)
+    else:
+        st.info("None of the images can be read: add another one.")
 
 for turn, answer in enumerate(history):
     with st.chat_message("user"):
@@ -106,23 +103,31 @@ for turn, answer in enumerate(history):
     with st.chat_message("assistant"):
         st.markdown(plain(answer.text) or "_(no answer)_")
         with st.expander(f"Frames used ({len(answer.frames)})", expanded=turn == len(history) - 1):
-            columns = st.columns(min(len(answer.frames), 8))
+            per_row = 4  # wide enough for each frame's time to be read on its button
             for i, frame in enumerate(answer.frames):
-                with columns[i % len(columns)]:
+                if i % per_row == 0:
+                    columns = st.columns(per_row)
+                with columns[i % per_row]:
                     st.image(frame.jpeg, width="stretch")
-                    if frame.timestamp is not None and st.button(
-                        format_timestamp(frame.timestamp),
-                        key=f"seek-{turn}-{i}",
-                        icon=":material/play_arrow:",
+                    if (
+                        chosen is not None
+                        and frame.timestamp is not None
+                        and st.button(
+                            format_timestamp(frame.timestamp),
+                            key=f"seek-{turn}-{i}",
+                            icon=":material/play_arrow:",
+                            help="Play the video from here",
+                        )
                     ):
-                        st.session_state.setdefault("qa_seek", {})[chat_key] = frame.timestamp
-                        st.rerun()
+                        play(chosen.path, frame.timestamp, title=chosen.name)
 
 if history and st.button("Clear the chat", icon=":material/delete:"):
     chats[chat_key] = []
     st.rerun()
 
-question = st.chat_input("Ask about the video", disabled=frames is None)
+question = st.chat_input(
+    "Ask about the video" if about == VIDEO else "Ask about the images", disabled=frames is None
+)
 if question is not None and frames is not None:
     try:
         with st.spinner("Thinking…"):

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from core.errors import FramescopeError
 from core.format import format_timestamp
-from core.media import probe_video, transcode_for_browser
+from core.media import probe_video
 from core.summarize import CONTEXT, INDEPENDENT, descriptions_csv, summarize_video, to_markdown
 from ui.components import ProgressBar, plain, show_error
 from ui.page import start_page
-from ui.resources import get_indexer, get_llm, get_vlm
-
-VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
+from ui.resources import get_llm, get_vlm
+from ui.widgets import play, show_video_error, video_source
 
 page = start_page("Video summary")
 settings = page.settings
@@ -28,15 +26,7 @@ except FramescopeError as exc:
     st.stop()
 st.caption(f"Frames described by {plain(vlm.name)}; summary written by {plain(llm.name)}.")
 
-source = st.radio("Video", ["From a URL", "Upload a file"], horizontal=True)
-url, upload = "", None
-if source == "From a URL":
-    url = st.text_input(
-        "Video URL (YouTube or any site yt-dlp supports; one video, no playlists)",
-        placeholder="https://www.youtube.com/watch?v=…",
-    )
-else:
-    upload = st.file_uploader("Video file", type=VIDEO_TYPES, key="summary-upload")
+chosen = video_source("summary")
 c1, c2, c3, c4 = st.columns(4)
 chunk_seconds = c1.number_input(
     "Seconds per chunk", 5.0, 600.0, 30.0, 5.0, help="In scene mode: the longest chunk."
@@ -55,30 +45,34 @@ st.caption(
     "Leaving the page stops the summary; chunk descriptions so far are kept and the next run continues from them."
 )
 
-if st.button(
-    "Summarize", type="primary", icon=":material/summarize:", disabled=not (url.strip() or upload)
+if (
+    st.button("Summarize", type="primary", icon=":material/summarize:", disabled=chosen is None)
+    and chosen is not None
 ):
+    # A new run replaces what was shown: its summary, or its error, and nothing older.
+    st.session_state.pop("summary", None)
     try:
         with ProgressBar("Summary") as progress:
-            title, cues, label = "", (), ""
-            if url.strip():
-                from core.fetch import fetch_video
+            # A file's title is its name without the extension; a link's, its page's title.
+            title = chosen.name if chosen.url else chosen.name.rsplit(".", 1)[0]
+            cues: tuple = ()
+            if chosen.url:  # fetched from a link: its title and subtitles, kept with the download
+                from core.fetch import fetch_video  # yt-dlp: loaded only when needed
 
-                fetched = fetch_video(url.strip(), settings, job=progress.job.stage("download"))
-                path, title, cues, label = fetched.path, fetched.title, fetched.cues, url.strip()
-            else:
-                path, label = get_indexer().save_upload(upload.name, upload.getvalue()), upload.name
-                title = upload.name.rsplit(".", 1)[0]
-            limits = settings.video
-            info = probe_video(Path(path), limits)
-            st.session_state["summary"] = summarize_video(
-                Path(path),
+                try:
+                    fetched = fetch_video(chosen.url, settings, job=progress.job.stage("download"))
+                    title, cues = fetched.title, fetched.cues
+                except FramescopeError:
+                    pass  # the video is here; the summary goes on without the page's subtitles
+            info = probe_video(chosen.path, settings.video)
+            summary = summarize_video(
+                chosen.path,
                 info,
                 vlm,
                 llm,
                 library,
                 title=title,
-                source=label,
+                source=chosen.url or chosen.name,
                 cues=cues,
                 chunk_seconds=chunk_seconds,
                 frames_per_chunk=int(frames_per_chunk),
@@ -86,33 +80,27 @@ if st.button(
                 mode=mode,
                 job=progress.job,
             )
-            st.session_state["summary_path"] = str(path)
-            st.session_state["summary_seek"] = 0.0
+        st.session_state["summary"] = {"video": chosen.key, "result": summary}
     except FramescopeError as exc:
-        show_error(exc)
+        show_video_error(exc, chosen)
 
-summary = st.session_state.get("summary")
+made = st.session_state.get("summary")
+# A summary belongs to the video it was made for: shown only while that video is chosen.
+summary = made["result"] if made and chosen is not None and made["video"] == chosen.key else None
 if summary is not None:
     st.subheader("Summary")
     st.text(summary.title)
     st.markdown(plain(summary.short))
-    path = Path(st.session_state["summary_path"])
-    try:
-        limits = settings.video
-        playable = transcode_for_browser(probe_video(path, limits), settings.home / "playback")
-        st.video(str(playable), start_time=int(st.session_state.get("summary_seek", 0.0)))
-    except FramescopeError as exc:
-        show_error(exc)
     st.subheader("Chapters")
     for i, chapter in enumerate(summary.chapters):
-        left, right = st.columns([1, 5])
+        left, right = st.columns([2, 5])  # room for the times on the button
         if left.button(
             f"{format_timestamp(chapter.start)}-{format_timestamp(chapter.end)}",
             key=f"chapter-{i}",
             icon=":material/play_arrow:",
+            help="Play the video from here",
         ):
-            st.session_state["summary_seek"] = chapter.start
-            st.rerun()
+            play(chosen.path, chapter.start, title=f"{summary.title} · {chapter.title}")
         right.markdown(f"**{plain(chapter.title)}** · {plain(chapter.summary)}")
     with st.expander(f"Chunk descriptions ({len(summary.descriptions)})"):
         st.dataframe(
@@ -131,18 +119,18 @@ if summary is not None:
         )
     seconds = " · ".join(f"{stage} {value:.1f} s" for stage, value in summary.seconds.items())
     st.caption(f"Mode: {summary.mode} · compute: {seconds}")
-    e1, e2, e3, _ = st.columns([1, 1, 1, 3])
-    e1.download_button(
+    exports = st.container(horizontal=True)  # each button as wide as its label
+    exports.download_button(
         "Markdown", to_markdown(summary), "summary.md", "text/markdown", icon=":material/download:"
     )
-    e2.download_button(
+    exports.download_button(
         "JSON",
         json.dumps(summary.to_dict(), indent=2),
         "summary.json",
         "application/json",
         icon=":material/download:",
     )
-    e3.download_button(
+    exports.download_button(
         "Chunks CSV",
         descriptions_csv(summary),
         "chunks.csv",

@@ -164,11 +164,13 @@ def test_without_the_proxys_header_there_is_no_access(shared_app, monkeypatch):
 def test_video_qa_lists_only_the_users_own_videos(shared_app, monkeypatch):
     _as(monkeypatch, {"X-Forwarded-User": "alice"})
     at = _page("pages/4_Video_QA.py")
+    at.button_group(key="qa-source").set_value("Library").run()  # the video picker's Library
     assert not at.exception
     shown = " ".join(str(o) for box in at.selectbox for o in box.options)
     assert "clip.mp4" in shown
     _as(monkeypatch, {"X-Forwarded-User": "bob"})
     at = _page("pages/4_Video_QA.py")
+    at.button_group(key="qa-source").set_value("Library").run()
     assert not at.exception
     shown = " ".join(str(o) for box in at.selectbox for o in box.options)
     assert "clip.mp4" not in shown

@@ -3,6 +3,8 @@ player that plays from a moment."""
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +12,11 @@ import streamlit as st
 
 from core.errors import FramescopeError
 from core.format import format_duration, format_timestamp
+from core.indexing import link_step_text
+from core.jobs import Job, Step
 from core.media import VIDEO_EXTENSIONS, probe_video, transcode_for_browser
-from core.types import MediaRecord
-from ui.components import ProgressBar, plain, show_error
+from core.types import MediaRecord, Sampling
+from ui.components import ProgressBar, index_report, plain, show_error
 from ui.resources import get_indexer, get_library, get_settings
 
 VIDEO_TYPES = sorted(e.lstrip(".") for e in VIDEO_EXTENSIONS)
@@ -33,6 +37,26 @@ class ChosenVideo:
     def key(self) -> str:
         """Identifies the choice: results made for another choice are not shown for this one."""
         return f"{self.media_id}:{self.path}"
+
+    def mention(self, message: str) -> str:
+        """A message about this video with the video named as the user knows it: the stored
+        file's path ("/home/me/.local/share/framescope/uploads/15bd…_clip.mp4", or any relative
+        spelling of it) becomes its name ("clip.mp4")."""
+        path = Path(self.path)
+        forms = {str(path), os.path.abspath(path), str(path.resolve())}
+        parts = [re.escape(f) for f in sorted(forms, key=len, reverse=True)]
+        parts.append(r"[^\s'\"]*/" + re.escape(path.name))  # another spelling of the same file
+        if path.name not in self.name:
+            parts.append(re.escape(path.name))
+        return re.sub("|".join(parts), lambda _: self.name, message)
+
+
+def show_video_error(exc: FramescopeError, video: ChosenVideo | None) -> None:
+    """An error about a chosen video, naming it as the user knows it (never a stored path)."""
+    if video is None:
+        show_error(exc)
+    else:
+        show_error(FramescopeError(video.mention(str(exc))))
 
 
 def video_label(record: MediaRecord) -> str:
@@ -60,11 +84,16 @@ def video_source(
         )
         if upload is None:
             return None
-        try:
-            path = get_indexer().save_upload(upload.name, upload.getvalue())
-        except FramescopeError as exc:
-            show_error(exc)
-            return None
+        saved = st.session_state.get(f"{key}-saved")
+        if saved is not None and saved[0] == upload.file_id and saved[1].exists():
+            path = saved[1]  # kept on an earlier run: not read and hashed again
+        else:
+            try:
+                path = get_indexer().save_upload(upload.name, upload.getvalue())
+            except FramescopeError as exc:
+                show_error(exc)
+                return None
+            st.session_state[f"{key}-saved"] = (upload.file_id, path)
         return ChosenVideo(path, upload.name)
     if source == LIBRARY:
         videos = library.catalog.videos()
@@ -98,19 +127,79 @@ def _from_link(key: str) -> ChosenVideo | None:
     if fetch and url.strip():
         try:
             with ProgressBar("Fetching") as progress:
-                record = get_indexer().index_link(url.strip(), LINK_COLLECTION, job=progress.job)
-            fetched = st.session_state[f"{key}-fetched"] = record.id
+
+                def show(step: Step) -> None:
+                    progress.bar.progress(  # a page's title is shown as text, never Markdown
+                        step.fraction or 0.0, text=f"Fetching · {plain(link_step_text(step))}"
+                    )
+
+                job = Job(show, lambda: progress.job.stopped)
+                record = get_indexer().index_link(url.strip(), LINK_COLLECTION, job=job)
+            fetched = st.session_state[f"{key}-fetched"] = record.url
         except FramescopeError as exc:
             st.session_state.pop(f"{key}-fetched", None)
             show_error(exc)
             return None
     if fetched is None:
         return None
-    record = next((v for v in get_library().catalog.videos() if v.id == fetched), None)
+    # Found by its link: the row is the same video even after it was sampled again (a new id).
+    found = get_library().catalog.media(collection=LINK_COLLECTION, url=fetched)
+    record = next((v for v in found if v.kind == "video" and v.status != "failed"), None)
     if record is None:
         return None
     st.caption(f"Fetched: {plain(video_label(record))}")
-    return ChosenVideo(Path(record.path), record.name, record.id, getattr(record, "url", None))
+    return ChosenVideo(Path(record.path), record.name, record.id, record.url)
+
+
+def add_from_link(key: str, collection: str, *, sampling: Sampling | None = None) -> None:
+    """A form (Enter submits) that adds the videos of a web link to a collection: one video, or
+    the first FRAMESCOPE_FETCH_MAX_ITEMS of a playlist or channel, each fetched safely and
+    indexed with its title and link. A progress bar with Stop while it runs, a line per video
+    ("2/3 <title>: downloading…", then done or failed with the reason), then the report."""
+    most = get_settings().fetch.max_items
+    with st.form(f"{key}-form", border=False):
+        url = st.text_input(
+            "Video, playlist or channel link",
+            placeholder="https://www.youtube.com/playlist?list=...",
+            key=f"{key}-url",
+            help=f"A playlist or channel adds its first {most} videos (FRAMESCOPE_FETCH_MAX_ITEMS). "
+            "A video added before from the same link is not fetched again.",
+        )
+        submitted = st.form_submit_button("Add from link", icon=":material/add_link:")
+    if submitted and url.strip():
+        st.session_state.pop(f"{key}-done", None)
+        lines: dict[str, str] = {}  # "2/3" -> that video's latest line
+        try:
+            with ProgressBar("Adding from the link") as progress:
+                box = st.container()  # a line per video, under the bar (they stay after it)
+                slots: dict[str, object] = {}
+
+                def show(step: Step) -> None:
+                    progress.bar.progress(step.fraction or 0.0, text=plain(step.message))
+                    item = _ITEM.match(step.message)
+                    if item is None:
+                        return
+                    lines[item.group(1)] = step.message
+                    if item.group(1) not in slots:
+                        slots[item.group(1)] = box.empty()
+                    slots[item.group(1)].text(step.message)
+
+                job = Job(show, lambda: progress.job.stopped)
+                report = get_indexer().index_links(
+                    [url.strip()], collection, sampling=sampling, job=job
+                )
+            st.session_state[f"{key}-done"] = (list(lines.values()), report)
+            index_report(report)
+        except FramescopeError as exc:
+            show_error(exc)
+    elif done := st.session_state.get(f"{key}-done"):  # what the last run did, still shown
+        shown, report = done
+        for line in shown:
+            st.text(line)
+        index_report(report)
+
+
+_ITEM = re.compile(r"^(\d+/\d+) ")  # the "2/3 " that starts the line of one video of a link
 
 
 def play(path: Path, start: float = 0.0, *, title: str = "") -> None:
@@ -118,7 +207,7 @@ def play(path: Path, start: float = 0.0, *, title: str = "") -> None:
     the browser allows it to start), transcoded to H.264 for the browser when needed."""
     settings = get_settings()
 
-    @st.dialog(title or "Play", width="large")
+    @st.dialog(plain(title) or "Play", width="large")  # a file name or a model's words: as text
     def player() -> None:
         try:
             playable = transcode_for_browser(
