@@ -101,12 +101,14 @@ EXPORT_FIELDS = (
     "width",
     "height",
     "id",
+    "paths",
 )
 
 
 def hit_record(hit: Hit) -> dict:
     """A hit as plain data, the same in the CLI's JSON and in every export: `id` is its embedding
-    id (what "more like this" takes)."""
+    id (what "more like this" takes); `paths` lists every copy of the file the hit stands for
+    (its own path first)."""
     return {
         "path": hit.path,
         "name": hit.name,
@@ -118,6 +120,7 @@ def hit_record(hit: Hit) -> dict:
         "width": hit.width,
         "height": hit.height,
         "id": hit.embedding_id,
+        "paths": list(hit.paths),
     }
 
 
@@ -125,19 +128,28 @@ def hits_to_rows(hits: Sequence[Hit]) -> list[dict]:
     return [{"rank": rank, **hit_record(h)} for rank, h in enumerate(hits, 1)]
 
 
+PATHS_SEPARATOR = " | "  # between the paths of one hit's copies, in a CSV cell
+
+
 def hits_to_csv(hits: Sequence[Hit]) -> str:
-    """Hits as CSV, one ranked row per hit."""
-    return rows_to_csv(hits_to_rows(hits), EXPORT_FIELDS)
+    """Hits as CSV, one ranked row per hit; `paths` holds every copy's path, " | " between them."""
+    rows = [{**row, "paths": PATHS_SEPARATOR.join(row["paths"])} for row in hits_to_rows(hits)]
+    return rows_to_csv(rows, EXPORT_FIELDS)
 
 
 def hits_to_json(result: SearchResult, *, include_hidden: bool = True) -> str:
+    """The query (its text and example images), the cutoff and the ranked hits, as JSON."""
     import json
 
     hits = result.hits if include_hidden else result.shown
-    return json.dumps(
-        inert_data({"query": result.query, "cutoff": result.cutoff, "hits": hits_to_rows(hits)}),
-        indent=2,
-    )
+    data = {
+        "query": result.query,
+        "text": result.text,
+        "examples": list(result.examples),
+        "cutoff": result.cutoff,
+        "hits": hits_to_rows(hits),
+    }
+    return json.dumps(inert_data(data), indent=2)
 
 
 def classification_to_csv(paths: Sequence[str], classification: Classification) -> str:

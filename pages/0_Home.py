@@ -2,16 +2,52 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import streamlit as st
 
 from core.config import SETTINGS, shown_value
 from core.errors import FramescopeError
 from core.format import format_size
-from core.models import describe_loaded, planned_models
+from core.models import ENDPOINT, VLM, describe_loaded, planned_models
 from ui.components import plain, show_error
 from ui.page import start_page
-from ui.resources import get_embedder, loaded_models
+from ui.resources import get_embedder, get_settings, loaded_models
+
+ENDPOINT_CHECK_SECONDS = 2.0  # a quick GET {base}/models; its answer is kept for a minute
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def endpoint_state(role: str, base_url: str) -> str:
+    """Whether the OpenAI-compatible endpoint of a role (at `base_url`: the answer is kept per
+    address) answers GET {base}/models within 2 s, in one try: "reachable", or "not reachable"
+    with why, in words that name no URL or key."""
+    from core.models.endpoint import ChatEndpoint
+
+    settings = get_settings()
+    endpoint = settings.vlm_endpoint if role == VLM else settings.llm_endpoint
+    try:
+        client = ChatEndpoint(
+            replace(endpoint, timeout=ENDPOINT_CHECK_SECONDS, retries=0), role, backoff=0.0
+        )
+        client.call("GET", "/models")
+    except FramescopeError as exc:
+        message = str(exc)
+        for clue, why in (
+            ("refused the key", "reachable, but it refused the key"),
+            ("HTTP 404", "reachable, but it has no /models (is the URL right?)"),
+            ("did not answer", f"no answer within {ENDPOINT_CHECK_SECONDS:g} s"),
+            ("connection refused", "connection refused"),
+            ("unknown host", "unknown host"),
+            ("not JSON", "reachable, but not an OpenAI-compatible API"),
+            ("not an http(s) URL", "not an http(s) URL"),
+        ):
+            if clue in message:
+                return why if why.startswith("reachable") else f"not reachable ({why})"
+        return "not reachable"
+    return "reachable"
+
 
 page = start_page("Framescope")
 settings = page.settings
@@ -75,16 +111,28 @@ rows = []
 for info in planned_models(settings):
     model = loaded.get(info.role)
     shown = describe_loaded(info.role, model) if model is not None else info
+    state = "loaded" if model is not None else "not loaded"
+    name = shown.name
+    if shown.weights == ENDPOINT:
+        endpoint = settings.vlm_endpoint if info.role == VLM else settings.llm_endpoint
+        state += f" · endpoint {endpoint_state(info.role, endpoint.base_url or '')}"
+        if settings.mode == "shared":  # endpoint addresses are not shown to users
+            name = name.split(" @ ")[0]
     rows.append(
         {
             "role": shown.role,
-            "model": shown.name,
+            "model": name,
             "device": shown.device,
             "weights": shown.weights,
-            "state": "loaded" if model is not None else "not loaded",
+            "state": state,
         }
     )
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+st.table(pd.DataFrame(rows).set_index("role"))  # four rows, all of them readable at once
+st.caption(
+    "Models load on first use: the captioner on Video captions, the vision-language model on "
+    "Video QA and Video summary, the text model for summaries and paragraph captions. "
+    "An endpoint's state is checked at most once a minute."
+)
 
 st.subheader("Settings")
 st.caption(

@@ -7,7 +7,7 @@ import streamlit as st
 from core.errors import FramescopeError
 from core.export import hits_to_csv, hits_to_json
 from core.media import load_image
-from core.search import search
+from core.search import describe_search, search
 from ui.components import ProgressBar, hit_grid, index_report, plain, show_error
 from ui.page import load_or_stop, start_page
 from ui.resources import get_embedder, get_indexer
@@ -19,13 +19,13 @@ settings = page.settings
 library = page.library
 embedder = load_or_stop(get_embedder)
 
-collection_names = [c.name for c in library.catalog.collections() if c.images]
+image_collections = [c.name for c in library.catalog.collections() if c.images]
 tab_search, tab_add = st.tabs(["Search", "Add images"])
 
 with tab_add:
     collection = st.text_input(
         "Collection",
-        value=collection_names[0] if collection_names else "default",
+        value=image_collections[0] if image_collections else "default",
         help="Images are grouped in named collections; a new name creates one.",
     )
     uploads = st.file_uploader(
@@ -40,36 +40,58 @@ with tab_add:
         except FramescopeError as exc:
             show_error(exc)
     st.divider()
-    if settings.mode == "shared":
-        roots = [str(r) for r in settings.roots]
-        if roots:
-            root = st.selectbox("Allowed folder", roots)
-            sub = st.text_input("Sub-folder (optional)", placeholder="holidays/2024")
-            folder = f"{root}/{sub.strip().lstrip('/')}" if sub.strip() else root
-        else:
-            st.info("Folder indexing is off: this shared deployment has no FRAMESCOPE_ROOTS.")
-            folder = ""
+    roots = [str(r) for r in settings.roots]
+    if settings.mode == "shared" and not roots:
+        st.info("Folder indexing is off: this shared deployment has no FRAMESCOPE_ROOTS.")
     else:
-        folder = st.text_input(
-            "Folder on this computer (searched recursively)", placeholder="/home/me/Pictures"
-        )
-    if st.button("Index folder", disabled=not folder.strip(), icon=":material/folder_open:"):
-        try:
-            with ProgressBar("Indexing") as progress:
-                st.session_state["index_report"] = get_indexer().index(
-                    [folder.strip()], collection, job=progress.job
+        with st.form("index-folder", border=False):  # Enter in the box indexes, as the button does
+            if settings.mode == "shared":
+                root = st.selectbox("Allowed folder", roots)
+                sub = st.text_input("Sub-folder (optional)", placeholder="holidays/2024")
+                folder = f"{root}/{sub.strip().lstrip('/')}" if sub.strip() else root
+            else:
+                folder = st.text_input(
+                    "Folder on this computer (searched recursively)",
+                    placeholder="/home/me/Pictures",
                 )
-        except FramescopeError as exc:
-            show_error(exc)
+            st.caption("Images only: videos in the folder are left for **Frame search**.")
+            index_folder = st.form_submit_button("Index folder", icon=":material/folder_open:")
+        if index_folder and not folder.strip():
+            st.error("Type the folder to index first.", icon=":material/error:")
+        elif index_folder:
+            try:
+                with ProgressBar("Indexing") as progress:
+                    st.session_state["index_report"] = get_indexer().index(
+                        [folder.strip()], collection, job=progress.job, images_only=True
+                    )
+            except FramescopeError as exc:
+                show_error(exc)
     if report := st.session_state.get("index_report"):
         index_report(report)
+        if report.skipped_videos:
+            st.info(
+                f"{report.skipped_videos} video{'s' if report.skipped_videos > 1 else ''} in the "
+                "folder left for **Frame search**: add them there (Frame search → Add videos) to "
+                "search their frames.",
+                icon=":material/movie:",
+            )
     st.caption(
         "Leaving the page stops indexing; everything added so far is kept, and indexing the same folder again resumes."
     )
 
 with tab_search:
+    # Read after the Add images tab has run: what it just added is searchable at once. Search
+    # ranks images and video frames: every collection that holds either can have hits.
+    collections = library.catalog.collections()
+    image_collections = [c.name for c in collections if c.images]
+    collection_names = [c.name for c in collections if c.images or c.videos]
     if not collection_names:
         st.info("The library has no images yet: add some in the **Add images** tab.")
+    elif not image_collections:
+        st.info(
+            "The library has no images yet, only videos (their frames are searched too): add "
+            "images in the **Add images** tab."
+        )
     with st.form("image-search"):
         text = st.text_input(
             "Search for",
@@ -90,6 +112,7 @@ with tab_search:
             "text": text,
             "example": example,
             "like": [],
+            "more_like_this": False,
             "weight": weight,
             "k": k,
             "scope": scope,
@@ -99,13 +122,14 @@ with tab_search:
             "text": "",
             "example": None,
             "like": [like],
+            "more_like_this": True,
             "weight": weight,
             "k": k,
             "scope": scope,
         }
     if query is not None:
         try:
-            images = []
+            images, names = [], []
             if query["example"] is not None:
                 loaded = load_image(
                     query["example"].getvalue(),
@@ -114,11 +138,13 @@ with tab_search:
                     max_pixels=settings.max_image_pixels,
                 )
                 images.append(loaded.image)
-            st.session_state["search_result"] = search(
+                names.append(query["example"].name)
+            result = search(
                 library,
                 embedder,
                 query["text"],
                 images=images,
+                image_names=names,
                 like=query["like"],
                 image_weight=query["weight"],
                 k=query["k"],
@@ -126,6 +152,15 @@ with tab_search:
                 if set(query["scope"]) == set(collection_names) and query["scope"]
                 else query["scope"],
             )
+            # What the caption says was searched for: what the search used, not what the boxes
+            # hold now ("more like this" uses the hit's image alone).
+            searched = (
+                f"like {', '.join(result.examples)} (More like this)"
+                if query["more_like_this"]
+                else f"for {describe_search(result.text, result.examples)}"
+            )
+            st.session_state["search_result"] = result
+            st.session_state["searched"] = searched
         except FramescopeError as exc:
             st.session_state.pop("search_result", None)
             show_error(exc)
@@ -137,7 +172,8 @@ with tab_search:
             if result.hidden_count and not show_all
             else ""
         )
-        st.caption(f"{len(hits)} hits for “{plain(result.query)}”{note}")
+        searched = st.session_state.get("searched") or f"for “{result.query}”"
+        st.caption(f"{len(hits)} hits {plain(searched)}{note}")
         d1, d2, _ = st.columns([1, 1, 4])
         d1.download_button(
             "Export CSV",

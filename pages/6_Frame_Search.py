@@ -10,9 +10,14 @@ import streamlit as st
 
 from core.errors import FramescopeError
 from core.export import label_rows, rows_to_csv
-from core.format import format_timestamp
-from core.media import load_image, probe_video, transcode_for_browser
-from core.search import collapse_hits, fuse_caption_scores, rank_frames, refine_frames
+from core.media import load_image
+from core.search import (
+    collapse_hits,
+    describe_search,
+    fuse_caption_scores,
+    rank_frames,
+    refine_frames,
+)
 from core.search.feedback import METHODS, PRIOR_WEIGHT, PROPAGATION, project_2d
 from core.types import Sampling
 from ui.components import (
@@ -21,11 +26,15 @@ from ui.components import (
     index_report,
     map_figure,
     plain,
+    scope_summary,
     show_error,
     timeline_figure,
+    video_chart_names,
+    video_choice_labels,
 )
 from ui.page import load_or_stop, start_page
 from ui.resources import get_embedder, get_indexer
+from ui.widgets import add_from_link, play
 
 VIDEO_TYPES = ["mp4", "m4v", "mov", "avi", "mkv", "webm"]
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
@@ -79,6 +88,7 @@ with tab_add:
                     )
             except FramescopeError as exc:
                 show_error(exc)
+    add_from_link("video-link", collection, sampling=sampling)
     if report := st.session_state.get("video_report"):
         index_report(report)
     st.caption(
@@ -87,13 +97,24 @@ with tab_add:
 
 with tab_search:
     videos = library.catalog.videos()
-    names = {v.id: v.name for v in videos}
     if not videos:
         st.info("No videos yet: add some in the **Add videos** tab.")
         st.stop()
-    chosen = st.multiselect(
-        "Videos", list(names), default=list(names), format_func=lambda i: names[i], key="fs-videos"
-    )
+    by_id = {v.id: v for v in videos}
+    labels = video_choice_labels(videos)
+    # The filter keeps what the user took out, and takes in every video added since it was last
+    # shown (here, on another page, or by the CLI): a search right after adding covers them.
+    known = st.session_state.get("fs-known-videos")
+    if known is None or "fs-videos" not in st.session_state:
+        st.session_state["fs-videos"] = list(by_id)
+    else:
+        kept = [i for i in st.session_state["fs-videos"] if i in by_id]
+        st.session_state["fs-videos"] = kept + [i for i in by_id if i not in known]
+    st.session_state["fs-known-videos"] = set(by_id)
+    chosen = st.multiselect("Videos", list(by_id), format_func=labels.get, key="fs-videos")
+    for media_id in chosen:
+        if by_id[media_id].note:  # e.g. a truncated video: which part of it has frames
+            st.caption(f"{plain(labels[media_id])}: {plain(by_id[media_id].note)}")
     o1, o2, o3 = st.columns(3)
     include_images = o1.toggle("Search images too", key="fs-images")
     use_captions = o3.toggle(
@@ -123,7 +144,7 @@ with tab_search:
         if include_images:
             scope += [m.id for m in library.catalog.media(status="ok") if m.kind == "image"]
         try:
-            images = []
+            images, names = [], []
             if example is not None:
                 images.append(
                     load_image(
@@ -133,13 +154,17 @@ with tab_search:
                         max_pixels=settings.max_image_pixels,
                     ).image
                 )
-            ranking = rank_frames(library, embedder, text, media_ids=scope, images=images)
+                names.append(example.name)
+            ranking = rank_frames(
+                library, embedder, text, media_ids=scope, images=images, image_names=names
+            )
             if use_captions and text.strip():
                 ranking = fuse_caption_scores(library, ranking, text)
             state.clear()
             state.update(
                 ranking=ranking,
                 query_scores=ranking.scores,
+                searched=describe_search(text, names),
                 marks={},
                 history=[],
                 moves={},
@@ -155,20 +180,13 @@ with tab_search:
         marks: dict[int, int] = state["marks"]
         k = state.get("k", 12)
 
-        # Player: the moment a hit or a timeline point points at.
-        if play := state.get("play"):
-            media_id, timestamp = play
-            record = next((v for v in videos if v.id == media_id), None)
-            if record is not None:
-                try:
-                    limits = settings.video
-                    with st.spinner("Preparing the video for the browser…"):
-                        info = probe_video(Path(record.path), limits)
-                        playable = transcode_for_browser(info, settings.home / "playback")
-                    st.video(str(playable), start_time=int(timestamp))
-                    st.caption(f"{plain(record.name)} from {format_timestamp(timestamp)}")
-                except FramescopeError as exc:
-                    show_error(exc)
+        def play_moment(media_id: int, timestamp: float) -> None:
+            """The video from that moment, in a dialog in front of the page, playing."""
+            record = by_id.get(media_id)
+            if record is None:
+                st.warning("That video is no longer in the library.", icon=":material/warning:")
+                return
+            play(Path(record.path), timestamp, title=labels[media_id])
 
         top = library.vectors.hits(ranking.top(3 * k))
         position = {int(e): i for i, e in enumerate(ranking.ids)}
@@ -183,21 +201,22 @@ with tab_search:
         window = 1.5 * settings.frame_every if group_shots else 0.0
         groups = collapse_hits(top, window=window, vectors=vectors)[:k]
         round_note = f" · feedback round {state['round']}" if state["round"] else ""
+        searched = state.get("searched") or f"“{ranking.query}”"
         st.caption(
-            f"Top {len(groups)} moments for “{plain(ranking.query)}” in {len(set(ranking.media_ids.tolist()))} videos, {len(ranking.ids)} frames{round_note}"
+            f"Top {len(groups)} moments for {plain(searched)} in {plain(scope_summary(ranking))}{round_note}"
         )
         action = frame_grid(groups, marks, state["moves"], key=f"fs{state['round']}")
         if action is not None:
             kind, hit = action
             if kind == "play":
-                state["play"] = (hit.media_id, hit.timestamp or 0.0)
+                play_moment(hit.media_id, hit.timestamp or 0.0)
             else:
                 value = 1 if kind == "relevant" else -1
                 if marks.get(hit.embedding_id) == value:
                     marks.pop(hit.embedding_id)
                 else:
                     marks[hit.embedding_id] = value
-            st.rerun()
+                st.rerun()
 
         st.subheader("Refine")
         r1, r2, r3, r4, r5 = st.columns([2, 2, 1, 1, 1])
@@ -255,12 +274,15 @@ with tab_search:
             )
             st.rerun()
 
-        # Views: score over time per video, and a map of the scope.
+        # Views: score over time per video, and a map of the scope. A clicked point plays from
+        # there; the chart then starts afresh (a new key), so the point does not play again on
+        # every later rerun while it stays selected.
+        clicks = state.setdefault("timeline_clicks", 0)
         timeline = st.plotly_chart(
-            timeline_figure(ranking, names, marks),
+            timeline_figure(ranking, video_chart_names(videos), marks),
             on_select="rerun",
             selection_mode="points",
-            key=f"fs-timeline-{state['round']}",
+            key=f"fs-timeline-{state['round']}-{clicks}",
         )
         points = (timeline or {}).get("selection", {}).get("points", []) if timeline else []
         if points:
@@ -268,16 +290,10 @@ with tab_search:
             if isinstance(chosen_id, list):
                 chosen_id = chosen_id[0]
             where = np.flatnonzero(ranking.ids == int(chosen_id)) if chosen_id is not None else []
-            position = int(where[0]) if len(where) else None
-            if position is not None and state.get("play") != (
-                int(ranking.media_ids[position]),
-                float(ranking.timestamps[position]),
-            ):
-                state["play"] = (
-                    int(ranking.media_ids[position]),
-                    float(ranking.timestamps[position]),
-                )
-                st.rerun()
+            if len(where):
+                at = int(where[0])
+                state["timeline_clicks"] = clicks + 1
+                play_moment(int(ranking.media_ids[at]), float(ranking.timestamps[at]))
         with st.expander("Map of the frames", expanded=False):
             _, _, _, vectors = library.vectors.scope_frames(
                 embedder.key, media_ids=sorted(set(ranking.media_ids.tolist()))
@@ -290,16 +306,18 @@ with tab_search:
             rows = label_rows(library, marks)
             e1, e2, _ = st.columns([1, 1, 4])
             e1.download_button(
-                "Export labels CSV",
+                "Labels CSV",
                 rows_to_csv(rows),
                 "framescope-labels.csv",
                 "text/csv",
                 icon=":material/download:",
+                help="The marked frames (video, path, time, label) as CSV, for a training set",
             )
             e2.download_button(
-                "Export labels JSON",
+                "Labels JSON",
                 json.dumps(rows, indent=2),
                 "framescope-labels.json",
                 "application/json",
                 icon=":material/download:",
+                help="The marked frames (video, path, time, label) as JSON, for a training set",
             )

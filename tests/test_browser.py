@@ -4,98 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-MEDIA = ROOT.parent / "shared" / "media"
-CHROMIUM = "/usr/bin/chromium"
+from conftest import MEDIA
 
 pytestmark = pytest.mark.browser
-
-
-def _require(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (browser tests must run in CI)")
-    pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    _require(Path(CHROMIUM).exists(), f"{CHROMIUM} is not installed (apt-get install chromium)")
-    _require(MEDIA.is_dir(), f"shared media not found at {MEDIA}")
-    home = tmp_path_factory.mktemp("browser-home")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "FRAMESCOPE_HOME": str(home),
-        "FRAMESCOPE_PROFILE": "tiny",
-        "HF_HUB_OFFLINE": "1",
-        "FRAMESCOPE_FETCH_ALLOW_LOOPBACK": "1",  # the summary flow fetches from a server on 127.0.0.1
-    }
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
-    command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
-    log_path = home / "streamlit.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_healthy(url, proc, log_path)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail("streamlit did not start: " + log_path.read_text()[-2000:])
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=120_000)  # models on 2 busy cores: slow, not broken
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield b
-        b.close()
 
 
 def test_upload_two_images_and_search(app_url, browser, tmp_path):
@@ -182,8 +96,7 @@ def test_caption_a_video(app_url, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.set_default_timeout(180_000)
     page.goto(f"{app_url}/Video_Captions")
-    page.get_by_text("Upload a video").click()
-    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Video file")
+    uploader = page.get_by_test_id("stFileUploader").first  # the video picker's Upload
     uploader.locator("input[type=file]").set_input_files(str(MEDIA / "video" / "box.mp4"))
     button = page.get_by_role("button", name="Caption video")
     expect(button).to_be_enabled()
@@ -207,8 +120,7 @@ def test_ask_two_questions_about_a_video(app_url, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.set_default_timeout(240_000)
     page.goto(f"{app_url}/Video_QA")
-    page.get_by_text("An uploaded video").click()
-    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Video file")
+    uploader = page.get_by_test_id("stFileUploader").first  # the video picker's Upload
     uploader.locator("input[type=file]").set_input_files(str(MEDIA / "video" / "vtest.avi"))
     chat = page.get_by_test_id("stChatInputTextArea")
     expect(chat).to_be_enabled(timeout=180_000)
@@ -270,9 +182,11 @@ def test_summarize_a_video_from_a_url(app_url, browser, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.set_default_timeout(240_000)
         page.goto(f"{app_url}/Video_Summary")
-        url = page.get_by_role("textbox", name=re.compile("Video URL"))
+        page.get_by_test_id("stButtonGroup").get_by_role("radio", name="Web link").click()
+        url = page.get_by_role("textbox", name="Web link")
         url.fill(f"http://127.0.0.1:{server.server_address[1]}/box.mp4")
-        url.press("Enter")
+        url.press("Enter")  # fetches it
+        expect(page.get_by_text(re.compile(r"^Fetched: "))).to_be_visible()
         seconds = page.get_by_role("spinbutton", name="Seconds per chunk")
         seconds.fill("8")
         seconds.press("Enter")
@@ -282,7 +196,9 @@ def test_summarize_a_video_from_a_url(app_url, browser, tmp_path):
         expect(page.get_by_role("heading", name="Chapters")).to_be_visible(timeout=240_000)
         chapter = page.get_by_role("button", name=re.compile(r"0:00\.0-0:"))
         expect(chapter.first).to_be_visible()
-        expect(page.get_by_test_id("stVideo")).to_have_count(1)
+        chapter.first.click()  # plays in a dialog, in front of the page
+        expect(page.get_by_role("dialog").get_by_test_id("stVideo")).to_have_count(1)
+        page.keyboard.press("Escape")
         expect(page.get_by_role("button", name="Markdown")).to_be_visible()
         shots = Path(os.environ.get("FRAMESCOPE_SCREENSHOTS", tmp_path))
         page.screenshot(path=str(shots / "summary.png"), full_page=True)

@@ -299,3 +299,82 @@ def test_timeline_shows_an_html_video_name_as_text(indexer, library, embedder, v
     strings = _chart_strings(fig)
     assert not [s for s in strings if "<a" in s or "<b" in s]
     assert '&lt;a href="https:evil.example"&gt;x&lt;b&gt;bold.mp4' in strings
+
+
+# -- what the Frame search page shows -----------------------------------------------------------
+
+
+def _record(media_id, name, collection, path, **extra):
+    from core.types import MediaRecord
+
+    fields = dict(status="ok", error=None, sha256="s", size_bytes=1, width=1, height=1)
+    fields.update(thumbnail=None, duration=15.2)
+    fields.update(extra)
+    return MediaRecord(media_id, collection, path, name, "video", **fields)
+
+
+def test_video_labels_tell_same_named_videos_apart_and_say_what_is_wrong():
+    from ui.components import video_chart_names, video_choice_labels
+
+    videos = [
+        _record(1, "box.mp4", "holiday", "/a/box.mp4"),
+        _record(2, "box.mp4", "work", "/b/box.mp4"),
+        _record(3, "box.mp4", "work", "/c/box.mp4"),  # same name, same collection: its folder
+        _record(
+            4,
+            "cut.avi",
+            "clips",
+            "/d/cut.avi",
+            note="kept 40 frames; decoding stopped at 39.8 s of 79.5 s: file truncated or corrupt",
+        ),
+        _record(5, "half.mp4", "clips", "/d/half.mp4", status="partial"),
+    ]
+    labels = video_choice_labels(videos)
+    assert len(set(labels.values())) == 5
+    assert labels[1].startswith("box.mp4 · holiday · ")
+    assert labels[2].startswith("box.mp4 · work · ") and labels[2].endswith("in b")
+    assert labels[3].endswith("in c")
+    assert "truncated: frames up to 0:39.8" in labels[4]
+    assert "partly indexed" in labels[5]
+    names = video_chart_names(videos)
+    assert names[1] == "box.mp4 · holiday" and len(set(names.values())) == 5
+
+
+def test_scope_summary_counts_videos_and_images_apart():
+    from core.search import FrameRanking
+    from ui.components import scope_summary
+
+    nan = float("nan")
+    ranking = FrameRanking(
+        "q",
+        np.zeros(4, np.float32),
+        np.arange(6),
+        np.array([1, 1, 2, 7, 8, 9]),
+        np.array([0.0, 1.0, 0.0, nan, nan, nan]),
+        np.zeros(6, np.float32),
+    )
+    assert scope_summary(ranking) == "2 videos (3 frames) and 3 images"
+    one = FrameRanking(
+        "q", np.zeros(4), np.arange(1), np.array([1]), np.array([0.0]), np.zeros(1, np.float32)
+    )
+    assert scope_summary(one) == "1 video (1 frame)"
+
+
+def test_map_legend_stays_clear_of_the_colour_bar():
+    from core.search import FrameRanking
+    from ui.components import map_figure
+
+    ranking = FrameRanking(
+        "q",
+        np.zeros(4, np.float32),
+        np.arange(5),
+        np.ones(5, np.int64),
+        np.arange(5, dtype=float),
+        np.linspace(0, 1, 5).astype(np.float32),
+    )
+    points = np.random.default_rng(0).standard_normal((5, 2))
+    fig = map_figure(points, ranking, {0: 1, 1: -1})
+    assert fig.data[0].marker.colorbar.title.text == "score"  # the colour bar: on the right
+    legend = fig.layout.legend
+    # The legend runs across below the plot, never in the right margin where the colour bar is.
+    assert legend.orientation == "h" and legend.y is not None and legend.y < 0

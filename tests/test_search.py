@@ -17,6 +17,8 @@ from core.search import (
     CUTOFF_MAX_DROP,
     CUTOFF_MIN_SCOPE,
     ParsedQuery,
+    collapse_copies,
+    describe_search,
     parse_query,
     query_vector,
     relevance_cutoff,
@@ -115,8 +117,11 @@ def test_text_and_image_combined_moves_the_ranking(indexed, embedder, shared_ima
     only_text = search(indexed, embedder, "a red car", k=26)
     all_text = search(indexed, embedder, "a red car", images=[image], image_weight=0.0, k=26)
     assert [h.embedding_id for h in all_text.hits] == [h.embedding_id for h in only_text.hits]
-    assert mostly_image.query == "a red car"
+    assert mostly_image.query == "a red car + example image"  # both, truly
     assert only_image.query == "example image"
+    assert (mostly_image.text, mostly_image.examples) == ("a red car", ("example image",))
+    named = search(indexed, embedder, "a red car", images=[image], image_names=["mine.jpg"], k=1)
+    assert named.query == "a red car + mine.jpg" and named.examples == ("mine.jpg",)
 
 
 # -- the query algebra ------------------------------------------------------------------------------
@@ -306,3 +311,100 @@ def test_small_scope_has_no_cutoff(tmp_path, embedder, shared_images):
     assert result.cutoff is None
     assert result.hidden_count == 0
     assert len(result.shown) == CUTOFF_MIN_SCOPE - 1
+
+
+# -- what a search looked for, and copies of one file ------------------------------------------------
+
+
+def test_more_like_this_names_the_item(indexed, embedder, shared_images):
+    ids = embedding_ids_by_path(indexed.db_path, embedder.key)
+    photo = shared_images[2]
+    result = search(indexed, embedder, like=[ids[str(photo)]], k=3)
+    assert result.query == photo.name and result.examples == (photo.name,)
+    assert result.text == ""
+
+
+def test_describe_search_says_what_was_searched_for():
+    assert describe_search("a red car") == "“a red car”"
+    assert describe_search("", ["cat.jpg"]) == "the image cat.jpg"
+    assert describe_search("a red car", ["cat.jpg"]) == "“a red car” and the image cat.jpg"
+    assert describe_search("  ", ["a.jpg", "b.jpg"]) == "the images a.jpg, b.jpg"
+
+
+def test_collapse_copies_keeps_order_and_lists_paths():
+    def hit(eid, path, sha, score, t=None):
+        return Hit(
+            eid, eid, path, Path(path).name, "image", "c", score, 1, 1, 1, None, t, None, sha
+        )
+
+    hits = [
+        hit(1, "/a/apple.jpg", "s1", 0.9),
+        hit(2, "/up/apple.jpg", "s1", 0.9),
+        hit(3, "/a/pear.jpg", "s2", 0.8),
+        hit(4, "/a/apple.jpg", "s1", 0.9),  # the same path in another collection
+        hit(5, "/v/box.mp4", "s3", 0.7, 1.0),
+        hit(6, "/w/box.mp4", "s3", 0.7, 1.0),  # the same moment of a copy of the video
+        hit(7, "/v/box.mp4", "s3", 0.6, 2.0),  # another moment
+        hit(8, "/x/none.jpg", None, 0.5),
+    ]
+    out = collapse_copies(hits)
+    assert [h.embedding_id for h in out] == [1, 3, 5, 7, 8]
+    assert out[0].paths == ("/a/apple.jpg", "/up/apple.jpg")
+    assert out[2].paths == ("/v/box.mp4", "/w/box.mp4") and out[3].copies == ()
+
+
+def test_an_uploaded_copy_of_an_indexed_photo_is_one_hit(tmp_path, embedder, shared_images):
+    """The same photo indexed from a folder and uploaded: one hit listing both paths, in the
+    grid's data and in both exports; k still counts distinct files."""
+    import csv
+    import io
+    import json
+
+    from core.export import hits_to_csv, hits_to_json
+
+    settings = tiny_settings(tmp_path / "home")
+    library = Library(settings.home)
+    indexer = Indexer(library, embedder, settings)
+    photos = shared_images[:12]
+    indexer.index(photos, "photos")
+    upload = indexer.index_uploads([("again.jpg", photos[0].read_bytes())], "uploads")
+    assert upload.added + upload.reused == 1
+    result = search(library, embedder, images=[load_image(photos[0]).image], k=5)
+    assert len(result.hits) == 5
+    assert len({h.sha256 for h in result.hits}) == 5
+    first = result.hits[0]
+    assert len(first.paths) == 2 and str(photos[0]) in first.paths
+    assert any(p.endswith("_again.jpg") for p in first.paths)  # the kept upload
+    rows = list(csv.DictReader(io.StringIO(hits_to_csv(result.hits))))
+    assert len(rows) == 5 and rows[0]["paths"] == " | ".join(first.paths)
+    data = json.loads(hits_to_json(result))
+    assert data["hits"][0]["paths"] == list(first.paths) and len(data["hits"]) == 5
+    assert data["examples"] == ["example image"]
+    everywhere = [path for h in data["hits"] for path in h["paths"]]
+    assert everywhere.count(str(photos[0])) == 1 and len(everywhere) == 6
+
+
+def test_images_only_indexing_leaves_videos_for_frame_search(tmp_path, embedder, shared_images):
+    from conftest import MEDIA
+
+    from core.indexing import index_report_lines
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for photo in shared_images[:3]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    (folder / "clip.mp4").write_bytes((MEDIA / "video" / "realshort.mp4").read_bytes())
+    settings = tiny_settings(tmp_path / "home")
+    library = Library(settings.home)
+    indexer = Indexer(library, embedder, settings)
+    report = indexer.index([folder], "mixed", images_only=True)
+    assert report.added == 3 and report.skipped_videos == 1 and report.frames == 0
+    assert "1 video left for Frame search" in index_report_lines(report)[0]
+    assert library.catalog.counts()["videos"] == 0
+    hits = search(library, embedder, "a photo", k=10).hits
+    assert hits and all(h.kind == "image" for h in hits)
+    # A video indexed from Frame search stays when the folder is indexed again for images.
+    indexer.index([folder / "clip.mp4"], "mixed")
+    again = indexer.index([folder], "mixed", images_only=True)
+    assert again.removed == 0 and again.skipped_videos == 1
+    assert library.catalog.counts()["videos"] == 1

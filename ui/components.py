@@ -5,16 +5,18 @@ from __future__ import annotations
 import html
 import re
 import time
+from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from core.config import Settings
 from core.errors import FramescopeError
-from core.format import format_size
+from core.format import format_duration, format_size, format_timestamp
 from core.jobs import SLOTS, Job, Step
-from core.types import Hit, IndexReport
+from core.types import Hit, IndexReport, MediaRecord
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
 
@@ -93,16 +95,19 @@ class ProgressBar:
 
 
 def index_report(report: IndexReport) -> None:
-    """The outcome of an indexing run, failures listed with their reasons."""
+    """The outcome of an indexing run, failures listed with their reasons, and the notes of what
+    was indexed with a caveat (a truncated video: up to when its frames decoded)."""
     from core.indexing import index_report_lines
 
     summary = index_report_lines(report)[0]
     if report.interrupted:
         st.warning(plain(summary) + " · stopped before the end; run it again to resume.")
-    elif report.failed:
+    elif report.failed or report.warnings:
         st.warning(plain(summary))
     else:
         st.success(plain(summary))
+    for note in report.warnings:
+        st.warning(f"{plain(note.path)}: {plain(note.reason)}", icon=":material/warning:")
     if report.failed:
         st.dataframe(
             pd.DataFrame([{"file": f.path, "reason": f.reason} for f in report.failed]),
@@ -120,11 +125,19 @@ def hit_grid(hits: Sequence[Hit], *, key: str, columns: int = 4) -> int | None:
             with col, st.container(border=True):
                 if hit.thumbnail:
                     st.image(hit.thumbnail, width="stretch")
-                when = f" · {hit.timestamp:.1f} s" if hit.timestamp is not None else ""
+                when = (
+                    f" · frame at {format_timestamp(hit.timestamp)}"
+                    if hit.timestamp is not None
+                    else ""
+                )
                 st.markdown(f"**{hit.score:.3f}** · {plain(hit.name)}{when}")
                 st.caption(
                     f"{format_size(hit.size_bytes)} · {hit.width}×{hit.height} · {plain(hit.collection)}"
                 )
+                if hit.copies:  # one file at several paths: one hit that lists them
+                    st.caption(
+                        f"{len(hit.paths)} copies: " + " · ".join(plain(p) for p in hit.paths)
+                    )
                 if st.button(
                     "More like this",
                     key=f"{key}-like-{hit.embedding_id}",
@@ -132,6 +145,64 @@ def hit_grid(hits: Sequence[Hit], *, key: str, columns: int = 4) -> int | None:
                 ):
                     clicked = hit.embedding_id
     return clicked
+
+
+def note_label(note: str) -> str:
+    """A video's note, short enough for a list: a truncated video says up to when it has frames."""
+    stopped = re.search(r"stopped at ([\d.]+) s", note)
+    if stopped:
+        return f"truncated: frames up to {format_timestamp(float(stopped.group(1)))}"
+    return "truncated" if "truncated" in note else "see its note"
+
+
+def _unique(labels: dict[int, str], more) -> dict[int, str]:
+    """The labels, those shared by several ids with `more(id)` added."""
+    counts = Counter(labels.values())
+    return {i: f"{t} · {more(i)}" if counts[t] > 1 else t for i, t in labels.items()}
+
+
+def video_choice_labels(videos: Sequence[MediaRecord]) -> dict[int, str]:
+    """How the videos are listed in a filter, by id: name and collection (two box.mp4 from two
+    collections told apart), length, and what is wrong with one (truncated: up to when it has
+    frames; still being indexed). Labels still alike get the video's folder, then its id."""
+    by_id = {v.id: v for v in videos}
+
+    def label(v: MediaRecord) -> str:
+        parts = [v.name, v.collection]
+        if v.duration:
+            parts.append(format_duration(v.duration))
+        if v.status == "partial":
+            parts.append("partly indexed")
+        if v.note:
+            parts.append(note_label(v.note))
+        return " · ".join(parts)
+
+    labels = _unique(
+        {v.id: label(v) for v in videos},
+        lambda i: f"in {Path(by_id[i].path).parent.name or by_id[i].path}",
+    )
+    return _unique(labels, lambda i: f"#{i}")
+
+
+def video_chart_names(videos: Sequence[MediaRecord]) -> dict[int, str]:
+    """Chart legend names by video id: the name and collection (with the id when still alike)."""
+    return _unique({v.id: f"{v.name} · {v.collection}" for v in videos}, lambda i: f"#{i}")
+
+
+def scope_summary(ranking) -> str:
+    """What a frame search ranked: "2 videos (118 frames) and 3 images"."""
+    import numpy as np
+
+    images = np.isnan(ranking.timestamps)
+    videos = len(np.unique(ranking.media_ids[~images]))
+    frames = int((~images).sum())
+    text = (
+        f"{videos} video{'' if videos == 1 else 's'} ({frames} frame{'' if frames == 1 else 's'})"
+    )
+    pictures = len(np.unique(ranking.media_ids[images]))
+    if pictures:
+        text += f" and {pictures} image{'' if pictures == 1 else 's'}"
+    return text
 
 
 def timeline_figure(ranking, names: dict[int, str], marks: dict[int, int]):
@@ -309,10 +380,12 @@ def map_figure(points, ranking, marks: dict[int, int]):
                 )
             )
     fig.update_layout(
-        height=380,
+        height=420,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         title="Map of the frames (PCA)",
         showlegend=True,
+        # Below the plot, across: the colour bar (and its title) keeps the right-hand side.
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.08, "yanchor": "top"},
     )
     return fig
 
@@ -344,7 +417,7 @@ def frame_grid(
                 st.markdown(f"**{hit.score:.3f}** · {plain(hit.name)} · {when} {arrow}")
                 extra = f"+{group.more} more in this shot · " if group.more else ""
                 state = {1: "marked relevant", -1: "marked irrelevant"}.get(mark, "not marked")
-                st.caption(f"{extra}{state}")
+                st.caption(f"{extra}{plain(hit.collection)} · {state}")  # same names told apart
                 if st.button(
                     "Play",
                     key=f"{key}-play-{hit.embedding_id}",

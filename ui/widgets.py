@@ -35,8 +35,9 @@ class ChosenVideo:
 
     @property
     def key(self) -> str:
-        """Identifies the choice: results made for another choice are not shown for this one."""
-        return f"{self.media_id}:{self.path}"
+        """Identifies the choice: results made for another choice are not shown for this one.
+        The file, not the library row: sampling a video again (as captioning does) renews its row."""
+        return str(self.path)
 
     def mention(self, message: str) -> str:
         """A message about this video with the video named as the user knows it: the stored

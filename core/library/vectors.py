@@ -335,6 +335,7 @@ class VectorStore:
                     thumbnail=str(self.thumbs_dir / thumb) if thumb else None,
                     timestamp=r["frame_time"],
                     frame_id=r["frame_id"],
+                    sha256=r["sha256"],
                 )
             )
         return out

@@ -2,6 +2,7 @@
 
 Modules:
     query     text and image queries with +term/-term algebra, the relevance cutoff, `search`
+              (copies of one file collapsed into one hit), what a search looked for
     frames    frame search over chosen videos: rank every frame, collapse shots, refine by marks
     text      text ranking: content words, BM25, reciprocal-rank fusion (captions fused with CLIP)
     feedback  relevance feedback: kNN graphs, label propagation, Rocchio, rank changes, 2-D maps
@@ -17,7 +18,11 @@ from core.search.query import (
     SCOPE_SAMPLE,
     ParsedQuery,
     build_query,
+    collapse_copies,
+    describe_search,
+    example_names,
     parse_query,
+    query_label,
     query_vector,
     relevance_cutoff,
     search,
@@ -39,10 +44,14 @@ __all__ = [
     "ParsedQuery",
     "bm25_scores",
     "build_query",
+    "collapse_copies",
     "collapse_hits",
     "content_words",
+    "describe_search",
+    "example_names",
     "fuse_caption_scores",
     "parse_query",
+    "query_label",
     "query_vector",
     "rank_frames",
     "reciprocal_rank_fusion",

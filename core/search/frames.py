@@ -120,12 +120,14 @@ def rank_frames(
     images: Sequence[Image.Image] = (),
     like: Sequence[int] = (),
     image_weight: float = 0.5,
+    image_names: Sequence[str] = (),
 ) -> FrameRanking:
-    """Score every frame (and image) of the given videos (and images) against a query, exactly."""
+    """Score every frame (and image) of the given videos (and images) against a query, exactly.
+    `image_names` name the example images in the ranking's label (`query`)."""
     _check_library(library, embedder)
     if not media_ids:
         raise QueryError("no video selected: pick at least one")
-    q, label = build_query(library, embedder, text, images, like, image_weight)
+    q, label = build_query(library, embedder, text, images, like, image_weight, image_names)
     ids, media, times, vectors = library.vectors.scope_frames(
         embedder.key, media_ids=list(media_ids)
     )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
 from core.errors import QueryError
+from core.format import format_timestamp
 from core.library import Library
 from core.models.clip import ClipEmbedder
-from core.types import SearchResult, Vector
+from core.types import Hit, SearchResult, Vector
 
 CUTOFF_FRACTION = 0.5  # hits closer to the scope's median score than to the best hit are hidden...
 CUTOFF_MAX_DROP = 0.05  # ...but only when they are also this far (cosine) below the best hit
@@ -128,6 +129,38 @@ def _check_library(library: Library, embedder: ClipEmbedder) -> None:
         raise QueryError("the library is empty: add images or videos first")
 
 
+def example_names(
+    library: Library,
+    image_count: int,
+    like: Sequence[int] = (),
+    image_names: Sequence[str] = (),
+) -> tuple[str, ...]:
+    """What the example images of a query are called: the names given for the images (an
+    upload's file name; "example image" when none is given), then the library items of "more
+    like this" (a video frame with its moment: "box.mp4 at 0:03.0")."""
+    names = [str(n) for n in list(image_names)[:image_count]]
+    names += ["example image"] * (image_count - len(names))
+    for hit in library.vectors.hits([(int(eid), 0.0) for eid in like]):
+        at = f" at {format_timestamp(hit.timestamp)}" if hit.timestamp is not None else ""
+        names.append(f"{hit.name}{at}")
+    return tuple(names)
+
+
+def query_label(text: str, examples: Sequence[str] = ()) -> str:
+    """A query as one line of text (exports, the CLI): "red car", "cat.jpg", "red car + cat.jpg"."""
+    text, shown = text.strip(), ", ".join(examples)
+    return f"{text} + {shown}" if text and shown else text or shown
+
+
+def describe_search(text: str, examples: Sequence[str] = ()) -> str:
+    """What a search looked for, as a caption says it: “red car”, the image cat.jpg, or
+    “red car” and the image cat.jpg."""
+    parts = [f"“{text.strip()}”"] if text.strip() else []
+    if examples:
+        parts.append(f"the image{'s' if len(examples) > 1 else ''} {', '.join(examples)}")
+    return " and ".join(parts)
+
+
 def build_query(
     library: Library,
     embedder: ClipEmbedder,
@@ -135,8 +168,10 @@ def build_query(
     images: Sequence[Image.Image] = (),
     like: Sequence[int] = (),
     image_weight: float = 0.5,
+    image_names: Sequence[str] = (),
 ) -> tuple[Vector, str]:
-    """The unit query vector for text, example images and library items, and a label for it."""
+    """The unit query vector for text, example images and library items, and a label for it
+    (see `query_label`: the text and the examples' names)."""
     examples = [embedder.embed_images(list(images))] if images else []
     for eid in like:
         model_key, vector = library.vectors.embedding_of(eid)
@@ -147,7 +182,28 @@ def build_query(
         np.concatenate(examples) if examples else np.empty((0, embedder.dim), np.float32)
     )
     q = query_vector(embedder, text, image_vectors, image_weight)
-    return q, text.strip() or ("example image" if len(image_vectors) else "")
+    names = example_names(library, len(images), like, image_names) if len(image_vectors) else ()
+    return q, query_label(text, names)
+
+
+def collapse_copies(hits: Sequence[Hit]) -> list[Hit]:
+    """Copies of one file (the same sha256: an upload of a photo also indexed from a folder, one
+    file in two collections) as one hit: the best ranked, listing the other paths in `copies`.
+    For video frames the copies are the frames of the same moment. The order is kept."""
+    out: list[Hit] = []
+    first: dict[tuple[str, float | None], int] = {}
+    for hit in hits:
+        if not hit.sha256:
+            out.append(hit)
+            continue
+        key = (hit.sha256, None if hit.timestamp is None else round(hit.timestamp, 3))
+        at = first.get(key)
+        if at is None:
+            first[key] = len(out)
+            out.append(hit)
+        elif hit.path not in out[at].paths:
+            out[at] = replace(out[at], copies=(*out[at].copies, hit.path))
+    return out
 
 
 def search(
@@ -162,12 +218,16 @@ def search(
     collections: Sequence[str] | None = None,
     kinds: Sequence[str] | None = None,
     media_ids: Sequence[int] | None = None,
+    image_names: Sequence[str] = (),
 ) -> SearchResult:
     """Rank library items (images and video frames) against text and/or example images.
+
+    Copies of one file (same content) come back as one hit that lists their paths (`copies`).
 
     Args:
         text: words to search for, with optional +term / -term parts.
         images: example images (e.g. uploads), embedded on the fly.
+        image_names: what the example images are called (their file names), for the label.
         like: embedding ids of library items to use as examples ("more like this").
         image_weight: share of the image part when text and images are both given (0..1).
         k: number of hits.
@@ -182,13 +242,23 @@ def search(
         raise QueryError("no collection selected: pick at least one")
     if media_ids is not None and not media_ids:
         raise QueryError("no video selected: pick at least one")
-    q, label = build_query(library, embedder, text, images, like, image_weight)
+    q, label = build_query(library, embedder, text, images, like, image_weight, image_names)
     scope = {"kinds": kinds, "media_ids": media_ids}
-    scored = library.vectors.search(embedder.key, q, k, collections, **scope)
+    # Copies share their vector, so they rank together: fetch more than k, collapse, keep k.
+    fetch = 2 * k + 8
+    while True:
+        scored = library.vectors.search(embedder.key, q, fetch, collections, **scope)
+        hits = collapse_copies(library.vectors.hits(scored))
+        if len(hits) > k or len(scored) < fetch:
+            break
+        fetch *= 4
     if not scored:
         what = "videos" if kinds == ("video",) else "collections"
         raise QueryError(f"nothing indexed in the selected {what}")
-    hits = library.vectors.hits(scored)
+    hits = hits[:k]
     scope_scores = library.vectors.sample(embedder.key, SCOPE_SAMPLE, collections, **scope) @ q
     cutoff = relevance_cutoff(hits[0].score, scope_scores) if hits else None
-    return SearchResult(hits=tuple(hits), cutoff=cutoff, query=label)
+    examples = example_names(library, len(images), like, image_names)
+    return SearchResult(
+        hits=tuple(hits), cutoff=cutoff, query=label, text=text.strip(), examples=examples
+    )
