@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui.page import FRAME, WANTED
+
 st.set_page_config(page_title="Framescope", page_icon=":material/frame_inspect:", layout="wide")
 
 PAGES = [
@@ -38,4 +40,12 @@ PAGES = [
     ),
 ]
 
-st.navigation(PAGES).run()
+# A page opened by its address before this frame ever ran (a bookmark, a fresh server) is run by
+# Streamlit on its own; ui.page.start_page sends it here, and it is shown inside the frame.
+st.session_state[FRAME] = True
+page = st.navigation(PAGES)
+wanted = st.session_state.pop(WANTED, None)
+target = next((p for p in PAGES if p.url_path == wanted), None)
+if target is not None and target.url_path != page.url_path:
+    st.switch_page(target)
+page.run()

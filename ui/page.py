@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import streamlit as st
+from streamlit import runtime
+from streamlit.errors import StreamlitAPIException
 
 from core.config import Settings
 from core.errors import FramescopeError
@@ -15,6 +19,8 @@ from ui.components import page_header, show_error
 from ui.resources import current_user, get_library, get_settings
 
 T = TypeVar("T")
+FRAME = "framescope-frame"  # set by app.py before it runs a page
+WANTED = "framescope-wanted-page"  # a page to show once app.py has built the navigation
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,7 @@ def start_page(title: str) -> PageStart:
     """The page's title (and the tiny-profile banner), then the user's access (shared mode: no
     signed-in user, no page) and the library; a library that cannot be opened stops the page
     with its message."""
+    _inside_the_frame()
     try:
         settings = get_settings()
     except FramescopeError as exc:
@@ -50,3 +57,16 @@ def load_or_stop(load: Callable[[], T]) -> T:
     except FramescopeError as exc:
         show_error(exc)
         st.stop()
+
+
+def _inside_the_frame() -> None:
+    """A page opened by its address before app.py ever ran in this session is run by Streamlit
+    on its own, without the navigation: send the session through app.py, which shows this page."""
+    if FRAME in st.session_state or not runtime.exists():
+        return
+    caller = Path(inspect.stack()[2].filename).stem  # the page script: "6_Frame_Search"
+    st.session_state[WANTED] = caller.split("_", 1)[1] if caller[:1].isdigit() else caller
+    try:
+        st.switch_page("app.py")
+    except StreamlitAPIException:  # no frame to go to (a page run alone, as in AppTest)
+        st.session_state.pop(WANTED, None)
