@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import urllib.parse
-import uuid
 from typing import Any
 
 from yt_dlp.utils import YoutubeDLError
@@ -20,7 +19,7 @@ from core.config import Settings
 from core.errors import MediaError
 from core.fetch.guard import _Abort, _Guard
 from core.fetch.urls import _check_resolution, _normalize, _options
-from core.fetch.ytdlp import _GuardedYDL, _Log, _short, _ydl_params
+from core.fetch.ytdlp import _GuardedYDL, _Log, _short, _ydl_params, work_folder
 from core.fetch.ytdlp import _title as _video_title
 from core.jobs import Job, job_or_new
 
@@ -49,14 +48,7 @@ def list_link_items(
     if job.stopped:
         raise MediaError(clean, LISTING_STOPPED)
     folder = opts.home / "downloads"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        work = folder / f".list-{uuid.uuid4().hex}"  # yt-dlp's output folder: nothing lands in it
-        work.mkdir()
-    except OSError as exc:
-        raise MediaError(
-            clean, f"cannot create the download folder {folder}: {exc.strerror or exc}"
-        ) from exc
+    work = work_folder(clean, folder, "list")  # yt-dlp's output folder: nothing lands in it
     guard = _Guard(opts, lambda: job.stopped)
     log = _Log()
     params = _ydl_params(opts, work, folder, log)

@@ -194,6 +194,19 @@ def _check_before_download(url: str, info: dict, opts: _Options) -> None:
         )
 
 
+def work_folder(link: str, folder: Path, kind: str) -> Path:
+    """A fresh folder for yt-dlp's files under the downloads folder (`.part-...`, `.list-...`)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        work = folder / f".{kind}-{uuid.uuid4().hex}"
+        work.mkdir()
+    except OSError as exc:
+        raise MediaError(
+            link, f"cannot create the download folder {folder}: {exc.strerror or exc}"
+        ) from exc
+    return work
+
+
 def fetch_video(
     url: str,
     settings: Settings,
@@ -222,14 +235,7 @@ def fetch_video(
         _check_resolution(url, host, port, opts)  # before anything connects (checked again then)
         if job.stopped:
             raise MediaError(clean, STOPPED)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            work = folder / f".part-{uuid.uuid4().hex}"
-            work.mkdir()
-        except OSError as exc:
-            raise MediaError(
-                clean, f"cannot create the download folder {folder}: {exc.strerror or exc}"
-            ) from exc
+        work = work_folder(clean, folder, "part")
         guard = _Guard(opts, lambda: job.stopped)
         try:
             return _download(clean, opts, guard, work, folder, report)

@@ -174,168 +174,165 @@ class Indexer:
             report.interrupted = True
             return report
         try:
-            return self._run_locked(
-                candidates, folders, report, sampling, job, unreadable, images_only
-            )
-        finally:
-            lock.release()
+            library = self.library
+            sampling = sampling or self.settings.sampling
+            collection_id = library.catalog.collection_id(report.collection)
+            seen = {str(c.path) for c in candidates}
+            stored = library.ingest.stored_files(collection_id)
+            # Files indexed only with another model are not done for this one: embed them again.
+            embedded = library.ingest.embedded_media(collection_id, self.embedder.key)
+            stored = {
+                p: f
+                if f.status != "ok" or f.id in embedded
+                else replace(f, sha256=None, mtime=None)
+                for p, f in stored.items()
+            }
+            total = len(candidates)
+            done = 0.0
+            for folder, reason in unreadable:
+                report.failed.append(FailedFile(str(folder), reason))
 
-    def _run_locked(
-        self,
-        candidates: list[Candidate],
-        folders: list[Path],
-        report: IndexReport,
-        sampling: Sampling | None,
-        job: Job,
-        unreadable: Sequence[tuple[Path, str]],
-        images_only: bool = False,
-    ) -> IndexReport:
-        library = self.library
-        sampling = sampling or self.settings.sampling
-        collection_id = library.catalog.collection_id(report.collection)
-        seen = {str(c.path) for c in candidates}
-        stored = library.ingest.stored_files(collection_id)
-        # Files indexed only with another model are not done for this one: embed them again.
-        embedded = library.ingest.embedded_media(collection_id, self.embedder.key)
-        stored = {
-            p: f if f.status != "ok" or f.id in embedded else replace(f, sha256=None, mtime=None)
-            for p, f in stored.items()
-        }
-        total = len(candidates)
-        done = 0.0
-        for folder, reason in unreadable:
-            report.failed.append(FailedFile(str(folder), reason))
+            def tick(message: str, at: float | None = None) -> None:
+                job.report(done if at is None else at, total, message)
 
-        def tick(message: str, at: float | None = None) -> None:
-            job.report(done if at is None else at, total, message)
+            def stop() -> bool:
+                return job.stopped
 
-        def stop() -> bool:
-            return job.stopped
-
-        to_check = []
-        for cand in candidates:
-            try:
-                st = cand.path.stat()
-            except OSError as exc:
-                self._fail(
-                    collection_id,
-                    cand,
-                    f"cannot read the file ({exc.strerror or exc})",
-                    None,
-                    None,
-                    report,
-                )
-                done += 1
-                continue
-            if self.settings.mode == "shared" and cand.path.is_symlink():
-                try:  # a link found in an allowed folder may point anywhere
-                    self.settings.check_folder_allowed(cand.path.resolve().parent)
-                except AccessDenied:
-                    reason = "links to a file outside FRAMESCOPE_ROOTS: not indexed in shared mode"
-                    self._fail(collection_id, cand, reason, None, None, report)
+            to_check = []
+            for cand in candidates:
+                try:
+                    st = cand.path.stat()
+                except OSError as exc:
+                    self._fail(
+                        collection_id,
+                        cand,
+                        f"cannot read the file ({exc.strerror or exc})",
+                        None,
+                        None,
+                        report,
+                    )
                     done += 1
                     continue
-            special = not_regular_reason(st.st_mode)
-            if special is not None:  # a pipe or a device: opening or reading it may never end
-                self._fail(collection_id, cand, special, None, None, report)
-                done += 1
-                continue
-            old = stored.get(str(cand.path))
-            if self._unchanged(old, st, cand, sampling):
-                report.unchanged += 1
-                done += 1
-                continue
-            if cand.path.suffix.lower() in UNSUPPORTED_IMAGE_EXTENSIONS:
-                fmt = cand.path.suffix.lstrip(".").upper()
-                reason = f"unsupported image format {fmt}; supported: {SUPPORTED_LIST}"
-                self._fail(collection_id, cand, reason, st.st_size, st.st_mtime, report)
-                done += 1
-                continue
-            to_check.append((cand, st, old))
-        tick("checking files")
+                if self.settings.mode == "shared" and cand.path.is_symlink():
+                    try:  # a link found in an allowed folder may point anywhere
+                        self.settings.check_folder_allowed(cand.path.resolve().parent)
+                    except AccessDenied:
+                        reason = (
+                            "links to a file outside FRAMESCOPE_ROOTS: not indexed in shared mode"
+                        )
+                        self._fail(collection_id, cand, reason, None, None, report)
+                        done += 1
+                        continue
+                special = not_regular_reason(st.st_mode)
+                if special is not None:  # a pipe or a device: opening or reading it may never end
+                    self._fail(collection_id, cand, special, None, None, report)
+                    done += 1
+                    continue
+                old = stored.get(str(cand.path))
+                if self._unchanged(old, st, cand, sampling):
+                    report.unchanged += 1
+                    done += 1
+                    continue
+                if cand.path.suffix.lower() in UNSUPPORTED_IMAGE_EXTENSIONS:
+                    fmt = cand.path.suffix.lstrip(".").upper()
+                    reason = f"unsupported image format {fmt}; supported: {SUPPORTED_LIST}"
+                    self._fail(collection_id, cand, reason, st.st_size, st.st_mtime, report)
+                    done += 1
+                    continue
+                to_check.append((cand, st, old))
+            tick("checking files")
 
-        def hash_one(item):
-            try:
-                return item, file_sha256(item[0].path), None
-            except MediaError as exc:  # replaced by a pipe or a device since its stat
-                return item, None, exc.reason
-            except OSError as exc:
-                return item, None, f"cannot read the file ({exc.strerror or exc})"
+            def hash_one(item):
+                try:
+                    return item, file_sha256(item[0].path), None
+                except MediaError as exc:  # replaced by a pipe or a device since its stat
+                    return item, None, exc.reason
+                except OSError as exc:
+                    return item, None, f"cannot read the file ({exc.strerror or exc})"
 
-        images: list[_Planned] = []
-        videos: list[_Planned] = []
-        for (cand, st, old), sha, error in _prefetch(hash_one, to_check, workers=2, window=16):
-            if stop():
-                report.interrupted = True
-                return report
-            if done % 64 == 0:
-                tick("checking files")
-            if error:
-                self._fail(collection_id, cand, error, st.st_size, st.st_mtime, report)
-                done += 1
-                continue
-            same_video_settings = not cand.is_video or (
-                old is not None and old.sampling == sampling.key()
-            )
-            if old is not None and old.sha256 == sha and old.status == "ok" and same_video_settings:
-                library.ingest.touch(old.id, st.st_size, st.st_mtime)  # same content, new timestamp
-                report.unchanged += 1
-                done += 1
-                continue
-            moved_from = None
-            if old is None:
-                moved_from = next(
-                    (
-                        s
-                        for s in library.ingest.same_content(collection_id, sha)
-                        if s.path not in seen
-                        and not Path(s.path).exists()
-                        and (not cand.is_video or s.sampling == sampling.key())
-                    ),
-                    None,
+            images: list[_Planned] = []
+            videos: list[_Planned] = []
+            for (cand, st, old), sha, error in _prefetch(hash_one, to_check, workers=2, window=16):
+                if stop():
+                    report.interrupted = True
+                    return report
+                if done % 64 == 0:
+                    tick("checking files")
+                if error:
+                    self._fail(collection_id, cand, error, st.st_size, st.st_mtime, report)
+                    done += 1
+                    continue
+                same_video_settings = not cand.is_video or (
+                    old is not None and old.sampling == sampling.key()
                 )
-            if moved_from is not None:
-                library.ingest.rename(moved_from.id, str(cand.path), cand.name, st.st_mtime)
-                report.renamed += 1
-                done += 1
-                continue
-            resume = None
-            if (
-                old is not None
-                and old.status == "partial"
-                and old.sha256 == sha
-                and old.sampling == sampling.key()
-            ):
-                resume = old.id
-            plan = _Planned(
-                cand, st.st_size, st.st_mtime, sha, old.id if old is not None else None, resume
-            )
-            (videos if cand.is_video else images).append(plan)
+                if (
+                    old is not None
+                    and old.sha256 == sha
+                    and old.status == "ok"
+                    and same_video_settings
+                ):
+                    library.ingest.touch(
+                        old.id, st.st_size, st.st_mtime
+                    )  # same content, new timestamp
+                    report.unchanged += 1
+                    done += 1
+                    continue
+                moved_from = None
+                if old is None:
+                    moved_from = next(
+                        (
+                            s
+                            for s in library.ingest.same_content(collection_id, sha)
+                            if s.path not in seen
+                            and not Path(s.path).exists()
+                            and (not cand.is_video or s.sampling == sampling.key())
+                        ),
+                        None,
+                    )
+                if moved_from is not None:
+                    library.ingest.rename(moved_from.id, str(cand.path), cand.name, st.st_mtime)
+                    report.renamed += 1
+                    done += 1
+                    continue
+                resume = None
+                if (
+                    old is not None
+                    and old.status == "partial"
+                    and old.sha256 == sha
+                    and old.sampling == sampling.key()
+                ):
+                    resume = old.id
+                plan = _Planned(
+                    cand, st.st_size, st.st_mtime, sha, old.id if old is not None else None, resume
+                )
+                (videos if cand.is_video else images).append(plan)
 
-        done = embed_images(self, images, collection_id, report, done, tick, stop)
-        for plan in videos:
-            if report.interrupted:
-                break
-            embed_video(self, plan, collection_id, sampling, report, done, tick, stop)
-            done += 1
-        if not report.interrupted:
-            # Files gone from the folders indexed (renames were followed above) leave the library;
-            # those under a sub-folder that could not be read are not known to be gone: they stay.
-            unseen = tuple(str(folder).rstrip("/") + "/" for folder, _ in unreadable)
-            gone = []
-            for folder in folders:
-                under = library.ingest.stored_files(collection_id, under=str(folder))
-                gone += [
-                    f.id
-                    for p, f in under.items()
-                    if p not in seen
-                    and not p.startswith(unseen)
-                    and not (images_only and Candidate(Path(p), "").is_video)  # not looked at
-                ]
-            report.removed = library.ingest.remove_media(gone)
-        library.vectors.save_index(self.embedder.key, self.embedder.dim)
-        tick("done")
-        return report
+            done = embed_images(self, images, collection_id, report, done, tick, stop)
+            for plan in videos:
+                if report.interrupted:
+                    break
+                embed_video(self, plan, collection_id, sampling, report, done, tick, stop)
+                done += 1
+            if not report.interrupted:
+                # Files gone from the folders indexed (renames were followed above) leave the library;
+                # those under a sub-folder that could not be read are not known to be gone: they stay.
+                unseen = tuple(str(folder).rstrip("/") + "/" for folder, _ in unreadable)
+                gone = []
+                for folder in folders:
+                    under = library.ingest.stored_files(collection_id, under=str(folder))
+                    gone += [
+                        f.id
+                        for p, f in under.items()
+                        if p not in seen
+                        and not p.startswith(unseen)
+                        and not (images_only and Candidate(Path(p), "").is_video)  # not looked at
+                    ]
+                report.removed = library.ingest.remove_media(gone)
+            library.vectors.save_index(self.embedder.key, self.embedder.dim)
+            tick("done")
+            return report
+        finally:
+            lock.release()
 
     def _unchanged(
         self, old: StoredFile | None, st: os.stat_result, cand: Candidate, sampling: Sampling

@@ -137,20 +137,13 @@ class Catalog:
         conn = self.db.conn()
         visible, args = self.visibility.sql()
         media = f"FROM media m JOIN collections c ON c.id = m.collection_id WHERE 1=1{visible}"
-        out = {
-            "collections": conn.execute(
-                f"SELECT COUNT(*) FROM collections c WHERE 1=1{visible}", args
-            ).fetchone()[0],
-            "images": conn.execute(
-                f"SELECT COUNT(*) {media} AND m.kind='image' AND m.status='ok'", args
-            ).fetchone()[0],
-            "videos": conn.execute(
-                f"SELECT COUNT(*) {media} AND m.kind='video' AND m.status!='failed'", args
-            ).fetchone()[0],
-            "failed": conn.execute(
-                f"SELECT COUNT(*) {media} AND m.status='failed'", args
-            ).fetchone()[0],
+        queries = {
+            "collections": f"SELECT COUNT(*) FROM collections c WHERE 1=1{visible}",
+            "images": f"SELECT COUNT(*) {media} AND m.kind='image' AND m.status='ok'",
+            "videos": f"SELECT COUNT(*) {media} AND m.kind='video' AND m.status!='failed'",
+            "failed": f"SELECT COUNT(*) {media} AND m.status='failed'",
         }
+        out = {name: conn.execute(sql, args).fetchone()[0] for name, sql in queries.items()}
         if model_key is not None:
             out["embeddings"] = conn.execute(
                 "SELECT COUNT(*) FROM embeddings e JOIN media m ON m.id = e.media_id "
