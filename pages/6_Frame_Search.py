@@ -77,10 +77,12 @@ with tab_add:
         except FramescopeError as exc:
             show_error(exc)
     if settings.mode == "local":
-        path = st.text_input(
-            "Video file or folder on this computer", placeholder="/home/me/Videos/dashcam"
-        )
-        if st.button("Index videos", disabled=not path.strip(), icon=":material/folder_open:"):
+        with st.form("video-path", border=False):  # Enter in the box indexes too
+            path = st.text_input(
+                "Video file or folder on this computer", placeholder="/home/me/Videos/dashcam"
+            )
+            index_path = st.form_submit_button("Index videos", icon=":material/folder_open:")
+        if index_path and path.strip():
             try:
                 with ProgressBar("Indexing") as progress:
                     st.session_state["video_report"] = get_indexer().index(

@@ -802,3 +802,18 @@ def test_frame_search_shows_a_truncated_video_note(app_home, tmp_path):
     (option,) = at.multiselect(key="fs-videos").options
     assert re.search(r"half\.mp4 · videos · .* · truncated: frames up to 0:07", option), option
     assert any("decoding stopped at 7." in c.value.replace("\\", "") for c in at.caption)
+
+
+def test_frame_search_path_box_is_a_form_that_indexes(app_home, tmp_path):
+    """The path box and its button are one form, so Enter in the box indexes (as in a browser)."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "short.mp4").write_bytes((IMAGES.parent / "video" / "realshort.mp4").read_bytes())
+    at = _run("pages/6_Frame_Search.py")
+    box = next(t for t in at.text_input if t.label.startswith("Video file or folder"))
+    assert box.form_id, "the path box is not in a form: Enter would do nothing"
+    box.input(str(folder))
+    next(b for b in at.button if b.label == "Index videos").click().run()
+    assert not at.exception
+    assert any("1 added" in w.value for w in [*at.success, *at.warning, *at.info, *at.markdown])
+    assert Library(app_home).catalog.counts()["videos"] == 1
