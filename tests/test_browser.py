@@ -29,7 +29,7 @@ def test_upload_two_images_and_search(app_url, browser, tmp_path):
     page.get_by_text(re.compile(r"2 added")).wait_for()
 
     page.get_by_role("tab", name="Search").click()
-    page.get_by_role("textbox", name="Search for").fill("a red apple")
+    page.get_by_role("textbox", name="Search for").last.fill("a red apple")
     page.get_by_role("button", name="Search", exact=True).click()
     page.get_by_text(re.compile(r"\d+ hits for .a red apple")).wait_for()
     grid_images = page.get_by_test_id("stImage").locator("img")
@@ -70,7 +70,7 @@ def test_upload_video_search_mark_refine(app_url, browser, tmp_path):
 
     page.reload()
     page.get_by_text("Group adjacent frames of a shot").click()  # every frame its own hit
-    page.get_by_role("textbox", name="Search for").fill("cars ahead on a highway")
+    page.get_by_role("textbox", name="Search for").last.fill("cars ahead on a highway")
     page.get_by_role("button", name="Search", exact=True).click()
     page.get_by_text(re.compile(r"moments for .cars ahead on a highway")).wait_for()
     before = _moment_labels(page)
