@@ -138,3 +138,59 @@ class MediaRecord:
     fps: float | None = None
     note: str | None = None  # e.g. why a video's frames stop early
     url: str | None = None  # the web link a video was fetched from (None: a file on this machine)
+
+
+@dataclass(frozen=True)
+class Said:
+    """A stretch of a transcript: what was said (or subtitled) from `start` to `end` seconds."""
+
+    start: float
+    end: float
+    text: str
+    language: str | None = None  # the language detected for this stretch, when known
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What is said in a video's audio track, from one source.
+
+    `source` is "speech" (transcribed by the ASR model `model`) or "subtitles" (a subtitle stream
+    of the file, or the subtitles fetched with its link: `model` says which). `status` is "partial"
+    while transcription has reached only `done_until` seconds (a stopped run resumes there), else
+    "ok". `note` says why there is nothing: no audio track, silence only.
+    """
+
+    source: str
+    model: str
+    language: str | None
+    status: str
+    done_until: float
+    segments: tuple[Said, ...] = ()
+    note: str | None = None
+    track: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def text(self) -> str:
+        return "\n".join(s.text for s in self.segments)
+
+    def between(self, start: float, end: float) -> tuple[Said, ...]:
+        """The segments that overlap [start, end] seconds."""
+        return tuple(s for s in self.segments if s.start < end and s.end > start)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "model": self.model,
+            "language": self.language,
+            "status": self.status,
+            "note": self.note,
+            "track": self.track,
+            "segments": [s.to_dict() for s in self.segments],
+        }

@@ -1,7 +1,8 @@
 """The library: a SQLite catalog (the source of truth) with embeddings, and FAISS indexes as caches.
 
 Layout of `FRAMESCOPE_HOME`:
-    library.db            SQLite (WAL): collections, media, frames, embeddings, captions, summaries
+    library.db            SQLite (WAL): collections, media, frames, embeddings, captions, summaries,
+                          transcripts, on-screen text
     thumbs/ab/abcdef.jpg  thumbnails, named by the file's sha256 (shared by copies and renames)
     uploads/              files uploaded in the app
     indexes/<model>.faiss FAISS index per model key, with <model>.json manifest beside it
@@ -13,6 +14,7 @@ Modules, by who calls them:
     ingest       what indexing writes (images, videos, frames, embeddings, failures)
     vectors      what search reads: embeddings by scope, the FAISS cache, hits
     annotations  captions, chunk descriptions and summaries
+    texts        transcripts of audio tracks, and the text read in images and frames (OCR)
     visibility   who sees what in a shared deployment: each user's collections are theirs
     index        the FAISS index itself (exact or IVF), saved with a manifest
     locks        one indexing run per collection at a time, across processes (a lock file each)
@@ -30,6 +32,7 @@ from core.library.db import Database
 from core.library.index import VectorIndex
 from core.library.ingest import Ingest, NewFrame, NewImage, StoredFile
 from core.library.locks import CollectionLock
+from core.library.texts import ReadText, ScopeSegment, Texts
 from core.library.vectors import VectorStore
 from core.library.visibility import Visibility, check_user
 
@@ -42,7 +45,10 @@ __all__ = [
     "Library",
     "NewFrame",
     "NewImage",
+    "ReadText",
+    "ScopeSegment",
     "StoredFile",
+    "Texts",
     "VectorIndex",
     "VectorStore",
     "Visibility",
@@ -53,7 +59,8 @@ class Library:
     """The persistent library in one data directory. Thread-safe; one instance serves all sessions.
 
     Its parts share one database: `catalog` (what is there), `ingest` (what indexing writes),
-    `vectors` (what search reads) and `annotations` (what models said about it).
+    `vectors` (what search reads), `annotations` (what models said about it) and `texts` (what is
+    said and written in it).
     """
 
     def __init__(self, home: Path, *, exact_search_limit: int = 50_000) -> None:
@@ -76,6 +83,7 @@ class Library:
             self.db, self.index_dir, self.thumbs_dir, exact_search_limit=exact_search_limit
         )
         self.annotations = Annotations(self.db)
+        self.texts = Texts(self.db)
 
     def for_user(self, user: str | None) -> Library:
         """This library as one user of a shared deployment sees it: the operator's collections and

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.errors import LibraryError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Each migration brings the schema from version i to i+1, and says why it exists.
 MIGRATIONS: list[str] = [
     # v1: the first schema. Media rows are unique per (collection, path): an image, or a video with
@@ -114,6 +114,46 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE media ADD COLUMN url TEXT;
     CREATE INDEX media_url ON media(collection_id, url) WHERE url IS NOT NULL;
+    """,
+    # v3: what is said and written. A transcript belongs to a file's content (sha256) and audio
+    # track, not to a media row: copies share it, and sampling a video again (which replaces its
+    # row and frames) keeps an hour of transcription. Its source is 'speech' (an ASR model,
+    # `model` names it) or 'subtitles' (a subtitle stream of the file, or those fetched with its
+    # link). A 'partial' transcript holds its segments up to `done_until` seconds, where a stopped
+    # run resumes. On-screen text belongs to a frame (or to an image: frame_id NULL); a row with
+    # empty text says the frame was read and holds none.
+    """
+    CREATE TABLE transcripts(
+        id INTEGER PRIMARY KEY,
+        sha256 TEXT NOT NULL,
+        track INTEGER NOT NULL DEFAULT 0,
+        source TEXT NOT NULL CHECK (source IN ('speech', 'subtitles')),
+        model TEXT NOT NULL,
+        language TEXT,
+        status TEXT NOT NULL CHECK (status IN ('partial', 'ok')),
+        done_until REAL NOT NULL DEFAULT 0,
+        note TEXT,
+        updated REAL NOT NULL,
+        UNIQUE(sha256, track, source, model)
+    );
+    CREATE TABLE transcript_segments(
+        transcript_id INTEGER NOT NULL REFERENCES transcripts(id) ON DELETE CASCADE,
+        start REAL NOT NULL,
+        end REAL NOT NULL,
+        text TEXT NOT NULL,
+        language TEXT
+    );
+    CREATE INDEX transcript_segments_by_time ON transcript_segments(transcript_id, start);
+    CREATE TABLE frame_text(
+        media_id INTEGER NOT NULL REFERENCES media(id) ON DELETE CASCADE,
+        frame_id INTEGER REFERENCES frames(id) ON DELETE CASCADE,
+        model TEXT NOT NULL,
+        text TEXT NOT NULL,
+        boxes TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX frame_text_of_images ON frame_text(model, media_id) WHERE frame_id IS NULL;
+    CREATE UNIQUE INDEX frame_text_of_frames ON frame_text(model, frame_id) WHERE frame_id IS NOT NULL;
+    CREATE INDEX frame_text_by_media ON frame_text(media_id);
     """,
 ]
 
