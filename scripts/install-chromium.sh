@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need: Chromium for the real-browser tests (Playwright
-# drives it; it never downloads a browser) the DejaVu fonts the text-reading tests render, and espeak-ng, which speaks the
-# sentences the speech tests transcribe.
+# drives it; it never downloads a browser), the DejaVu fonts the text-reading tests render, and
+# espeak-ng, which speaks the sentences the speech tests transcribe.
 set -euo pipefail
 if [ -x /usr/bin/chromium ] && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && [ -x /usr/bin/espeak-ng ]; then
     exit 0
